@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -65,55 +66,57 @@ int thread_count(int threads) {
 #endif
 }
 
-// Maps a key to j = #{unique threshold keys < key}, in [0, M].
+// Maps a weight's key to j = #{distinct threshold keys < key}, in [0, M], for the histogram.
+//
+// Packed mode (thresholds at least 2^s key units apart, the usual case): the weight's top bits
+// pick a bucket of a table over the whole key range (twice: both signs, which saves masking the
+// sign bit). A bucket holds at most one threshold key, at offset o; its entry is (j at the
+// bucket's start) << s plus (2^s - 1 - o), so adding the weight's low s bits carries into j
+// exactly when its key lies above the threshold: one load, one add.
+// General mode (denser thresholds): a table over the thresholds' range gives the bucket's first j
+// and up to W compares (or a binary search) finish it.
 template <class Key>
-class BucketIndex {
+class KeyIndex {
  public:
-  static constexpr int64_t kMaxBuckets = int64_t{1} << 16;
+  using UKey = std::make_unsigned_t<Key>;
+  static constexpr int kKeyBits = 8 * sizeof(Key) - 1;  // the sign bit of a key is always 0
+  static constexpr int kTableBits = 17;                  // at most 2^17 table entries
 
-  explicit BucketIndex(const std::vector<Key>& unique) {
+  explicit KeyIndex(const std::vector<Key>& unique) : keys_(unique) {
     const int64_t m = static_cast<int64_t>(unique.size());
-    base_ = unique.front();
-    const uint64_t range = static_cast<uint64_t>(unique.back()) - static_cast<uint64_t>(base_);
-    // Buckets no wider than the smallest gap hold at most one threshold, so one compare resolves
-    // j; the table size caps the resolution when thresholds are closer than that.
-    uint64_t min_gap = std::numeric_limits<uint64_t>::max();
+    UKey min_gap = std::numeric_limits<UKey>::max();
     for (int64_t i = 1; i < m; ++i)
-      min_gap = std::min(min_gap, static_cast<uint64_t>(unique[i]) - static_cast<uint64_t>(unique[i - 1]));
-    int shift = 0;
-    while (shift < 63 && (uint64_t{2} << shift) <= min_gap) ++shift;
-    while ((range >> shift) + 1 > static_cast<uint64_t>(kMaxBuckets)) ++shift;
-    shift_ = shift;
-    buckets_ = static_cast<int64_t>(range >> shift) + 1;
-
-    // Bucket 0 holds keys below base; bucket b in [1, buckets] holds base + [(b-1), b) << shift;
-    // bucket buckets + 1 holds everything above.
-    lo_.resize(static_cast<size_t>(buckets_ + 2));
-    lo_[0] = 0;
-    lo_[buckets_ + 1] = static_cast<uint32_t>(m);
-    width_ = 0;
-    for (int64_t b = 1; b <= buckets_; ++b) {
-      const uint64_t first = static_cast<uint64_t>(base_) + (static_cast<uint64_t>(b - 1) << shift);
-      const uint64_t last = first + ((uint64_t{1} << shift) - 1);
-      const auto below = [&](uint64_t key) {
-        return static_cast<int64_t>(
-            std::lower_bound(unique.begin(), unique.end(), key,
-                             [](Key u, uint64_t v) { return static_cast<uint64_t>(u) < v; }) -
-            unique.begin());
-      };
-      const int64_t lo = below(first), hi = below(last);
-      lo_[static_cast<size_t>(b)] = static_cast<uint32_t>(lo);
-      width_ = std::max(width_, hi - lo);
-    }
-    keys_ = unique;
-    keys_.resize(static_cast<size_t>(m + width_ + 1), std::numeric_limits<Key>::max());
+      min_gap = std::min<UKey>(min_gap, static_cast<UKey>(unique[i] - unique[i - 1]));
+    int gap_bits = 0;  // largest s with 2^s <= min_gap
+    while (gap_bits < kKeyBits && (UKey{2} << gap_bits) <= min_gap) ++gap_bits;
+    shift_ = std::min(gap_bits, kKeyBits - 1);
+    // (m + 2) << shift must fit in a UKey for the carry to land in j.
+    const int j_bits = 8 * static_cast<int>(sizeof(UKey)) - shift_;
+    packed_ = shift_ >= kKeyBits + 1 - kTableBits && (j_bits > 40 || m + 2 < (int64_t{1} << j_bits));
+    if (packed_) build_packed(m);
+    else build_general(m);
   }
 
+  bool packed() const { return packed_; }
   int64_t width() const { return width_; }
 
-  // j for `key`, counting among at most W keys after the bucket's first (W >= width()).
+  // The packed table as plain values, so the hot loop keeps them in registers.
+  struct Packed {
+    const UKey* table;
+    int shift;
+    UKey low;
+    template <class T>
+    inline uint32_t operator()(T w) const {
+      static_assert(sizeof(T) == sizeof(UKey), "weight and key sizes differ");
+      UKey bits;
+      memcpy(&bits, &w, sizeof bits);
+      return static_cast<uint32_t>((table[bits >> shift] + (bits & low)) >> shift);
+    }
+  };
+  Packed packed_lookup() const { return Packed{packed_table_.data(), shift_, low_}; }
+
   template <int W>
-  inline uint32_t index(Key key) const {
+  inline uint32_t general_index(Key key) const {
     int64_t b = ((static_cast<int64_t>(key) - static_cast<int64_t>(base_)) >> shift_) + 1;
     b = b < 0 ? 0 : b;
     b = b > buckets_ + 1 ? buckets_ + 1 : b;
@@ -123,42 +126,123 @@ class BucketIndex {
     return j;
   }
 
-  // j for `key` by binary search, for thresholds too dense for the table.
-  inline uint32_t index_search(Key key) const {
-    const int64_t m = static_cast<int64_t>(keys_.size()) - width_ - 1;
-    return static_cast<uint32_t>(std::lower_bound(keys_.begin(), keys_.begin() + m, key) -
-                                 keys_.begin());
+  inline uint32_t search_index(Key key) const {
+    return static_cast<uint32_t>(std::lower_bound(keys_.begin(), keys_.begin() + m_, key) - keys_.begin());
   }
 
  private:
-  Key base_;
-  int shift_;
-  int64_t buckets_;
-  int64_t width_;
-  std::vector<uint32_t> lo_;
+  void build_packed(int64_t m) {
+    m_ = m;
+    low_ = (UKey{1} << shift_) - 1;
+    const size_t half = size_t{1} << (kKeyBits - shift_);
+    packed_table_.resize(2 * half);
+    size_t j = 0;
+    for (size_t b = 0; b < half; ++b) {
+      const UKey first = static_cast<UKey>(b) << shift_;
+      while (j < static_cast<size_t>(m) && static_cast<UKey>(keys_[j]) < first) ++j;
+      UKey offset = low_;  // no threshold below the bucket's last key: never carries
+      if (j < static_cast<size_t>(m) && static_cast<UKey>(keys_[j]) < first + low_)
+        offset = static_cast<UKey>(keys_[j]) - first;
+      packed_table_[b] = (static_cast<UKey>(j) << shift_) + (low_ - offset);
+    }
+    std::copy(packed_table_.begin(), packed_table_.begin() + half, packed_table_.begin() + half);
+  }
+
+  // Bucket 0 holds keys below the first threshold, bucket b in [1, buckets] the keys
+  // base + [(b-1), b) << shift, bucket buckets + 1 everything above.
+  void build_general(int64_t m) {
+    m_ = m;
+    base_ = keys_.front();
+    const uint64_t range = static_cast<uint64_t>(keys_.back()) - static_cast<uint64_t>(base_);
+    int shift = 0;
+    while ((range >> shift) + 1 > (uint64_t{1} << kTableBits)) ++shift;
+    shift_ = std::max(shift, shift_);
+    buckets_ = static_cast<int64_t>(range >> shift_) + 1;
+    lo_.resize(static_cast<size_t>(buckets_ + 2));
+    lo_[0] = 0;
+    lo_[static_cast<size_t>(buckets_ + 1)] = static_cast<uint32_t>(m);
+    width_ = 0;
+    const auto below = [&](uint64_t key) {
+      return std::lower_bound(keys_.begin(), keys_.end(), key,
+                              [](Key u, uint64_t v) { return static_cast<uint64_t>(u) < v; }) -
+             keys_.begin();
+    };
+    for (int64_t b = 1; b <= buckets_; ++b) {
+      const uint64_t first = static_cast<uint64_t>(base_) + (static_cast<uint64_t>(b - 1) << shift_);
+      const int64_t lo = below(first), hi = below(first + ((uint64_t{1} << shift_) - 1));
+      lo_[static_cast<size_t>(b)] = static_cast<uint32_t>(lo);
+      width_ = std::max(width_, hi - lo);
+    }
+    keys_.resize(static_cast<size_t>(m + width_ + 1), std::numeric_limits<Key>::max());
+  }
+
   std::vector<Key> keys_;
+  int64_t m_ = 0;
+  int shift_ = 0;
+  bool packed_ = false;
+  UKey low_ = 0;
+  std::vector<UKey> packed_table_;
+  Key base_ = 0;
+  int64_t buckets_ = 0;
+  int64_t width_ = 0;
+  std::vector<uint32_t> lo_;
 };
 
-template <class T, int W>
-void histogram_w(const T* p, int64_t n, const BucketIndex<typename KeyOf<T>::type>& index,
-                 int64_t* hist) {
-  for (int64_t i = 0; i < n; ++i) ++hist[index.template index<W>(abs_key(p[i]))];
-}
+// Four interleaved histograms of M + 1 uint32 bins. Consecutive weights land in different copies,
+// so a run of weights in one bin does not serialise on a single counter. Callers add at most
+// 2^32 - 1 weights between clears.
+template <class Key>
+class Histogram {
+ public:
+  explicit Histogram(const KeyIndex<Key>& index, int64_t m)
+      : index_(index), m_(m), stride_((m + 16) & ~int64_t{15}), bins_(static_cast<size_t>(4 * stride_), 0) {}
 
-// hist[j] += number of elements of p[0..n) with j distinct threshold keys below their key.
-template <class T>
-void histogram(const T* p, int64_t n, const BucketIndex<typename KeyOf<T>::type>& index,
-               int64_t* hist) {
-  switch (index.width()) {
-    case 0:
-    case 1: histogram_w<T, 1>(p, n, index, hist); return;
-    case 2: histogram_w<T, 2>(p, n, index, hist); return;
-    case 3:
-    case 4: histogram_w<T, 4>(p, n, index, hist); return;
-    default:
-      for (int64_t i = 0; i < n; ++i) ++hist[index.index_search(abs_key(p[i]))];
+  void clear() { std::fill(bins_.begin(), bins_.end(), 0u); }
+
+  template <class T>
+  void add(const T* p, int64_t n) {
+    if (index_.packed()) return count(p, n, index_.packed_lookup());
+    switch (index_.width()) {
+      case 0:
+      case 1: return count(p, n, [this](T w) { return index_.template general_index<1>(abs_key(w)); });
+      case 2: return count(p, n, [this](T w) { return index_.template general_index<2>(abs_key(w)); });
+      case 3:
+      case 4: return count(p, n, [this](T w) { return index_.template general_index<4>(abs_key(w)); });
+      default: return count(p, n, [this](T w) { return index_.search_index(abs_key(w)); });
+    }
   }
-}
+
+  // zeros[u] += number of weights added whose key is <= threshold key u, for u < M.
+  void add_prefix_to(int64_t* zeros) const {
+    int64_t sum = 0;
+    for (int64_t u = 0; u < m_; ++u) {
+      sum += int64_t{bins_[u]} + bins_[stride_ + u] + bins_[2 * stride_ + u] + bins_[3 * stride_ + u];
+      zeros[u] += sum;
+    }
+  }
+
+ private:
+  template <class T, class J>
+  void count(const T* __restrict p, int64_t n, const J j_of) {
+    uint32_t* __restrict h0 = bins_.data();
+    uint32_t* __restrict h1 = h0 + stride_;
+    uint32_t* __restrict h2 = h1 + stride_;
+    uint32_t* __restrict h3 = h2 + stride_;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      ++h0[j_of(p[i])];
+      ++h1[j_of(p[i + 1])];
+      ++h2[j_of(p[i + 2])];
+      ++h3[j_of(p[i + 3])];
+    }
+    for (; i < n; ++i) ++h0[j_of(p[i])];
+  }
+
+  const KeyIndex<Key>& index_;
+  int64_t m_;
+  int64_t stride_;
+  std::vector<uint32_t> bins_;
+};
 
 // Number of elements of p[0..n) whose key is <= tkey: a compare-and-add loop the compiler
 // vectorises.
@@ -171,6 +255,8 @@ int64_t count_le(const T* p, int64_t n, typename KeyOf<T>::type tkey) {
 
 // Few distinct thresholds: counting directly is cheaper than a histogram.
 constexpr size_t kDirectMax = 4;
+// Weights per histogram chunk when a thread's share is split (keeps uint32 bins from overflowing).
+constexpr int64_t kChunk = int64_t{1} << 16;
 
 template <class T>
 void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_t k, double* out,
@@ -184,53 +270,68 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
   const int nt = thread_count(threads);
   const double denom = static_cast<double>(cols);
 
-  const auto write_row = [&](int64_t r, const int64_t* zeros) {
-    for (int64_t i = 0; i < k; ++i) out[i * rows + r] = static_cast<double>(zeros[index[i]]) / denom;
-  };
-
   if (static_cast<size_t>(m) <= kDirectMax) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       int64_t zeros[kDirectMax];
       for (int64_t u = 0; u < m; ++u) zeros[u] = count_le(w + r * cols, cols, unique[u]);
-      write_row(r, zeros);
+      for (int64_t i = 0; i < k; ++i) out[i * rows + r] = static_cast<double>(zeros[index[i]]) / denom;
     }
     return;
   }
 
-  const BucketIndex<Key> bucket(unique);
-  const auto prefix_sum = [m](int64_t* hist) {
-    for (int64_t u = 1; u < m; ++u) hist[u] += hist[u - 1];
-  };
-  if (rows >= 2 * nt) {
+  const KeyIndex<Key> key_index(unique);
+  if (rows >= 2 * nt && cols < (int64_t{1} << 32)) {
+    // count / cols for every count, when there are more results than counts: a load instead of
+    // a division per result, with the same (correctly rounded) value.
+    std::vector<double> fraction;
+    if (cols < rows * k) {
+      fraction.resize(static_cast<size_t>(cols + 1));
+      for (int64_t c = 0; c <= cols; ++c) fraction[c] = static_cast<double>(c) / denom;
+    }
+    // Tiles of 8 rows, so each threshold's results are written as whole cache lines.
+    constexpr int64_t kTile = 8;
+    const int64_t tiles = (rows + kTile - 1) / kTile;
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<int64_t> hist(static_cast<size_t>(m + 1));
+      Histogram<Key> hist(key_index, m);
+      std::vector<int64_t> zeros(static_cast<size_t>(kTile * m));
 #pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        std::fill(hist.begin(), hist.end(), 0);
-        histogram(w + r * cols, cols, bucket, hist.data());
-        prefix_sum(hist.data());
-        write_row(r, hist.data());
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        const int64_t r0 = tile * kTile, r1 = std::min(rows, r0 + kTile);
+        std::fill(zeros.begin(), zeros.end(), 0);
+        for (int64_t r = r0; r < r1; ++r) {
+          hist.clear();
+          hist.add(w + r * cols, cols);
+          hist.add_prefix_to(zeros.data() + (r - r0) * m);
+        }
+        for (int64_t i = 0; i < k; ++i)
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t z = zeros[(r - r0) * m + index[i]];
+            out[i * rows + r] = fraction.empty() ? static_cast<double>(z) / denom : fraction[z];
+          }
       }
     }
     return;
   }
   // Few long rows: split each row across threads.
-  std::vector<int64_t> total(static_cast<size_t>(m + 1));
+  std::vector<int64_t> zeros(static_cast<size_t>(m));
   for (int64_t r = 0; r < rows; ++r) {
-    std::fill(total.begin(), total.end(), 0);
+    std::fill(zeros.begin(), zeros.end(), 0);
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<int64_t> hist(static_cast<size_t>(m + 1), 0);
+      Histogram<Key> hist(key_index, m);
+      std::vector<int64_t> local(static_cast<size_t>(m), 0);
 #pragma omp for schedule(static)
-      for (int64_t c0 = 0; c0 < cols; c0 += 65536)
-        histogram(w + r * cols + c0, std::min<int64_t>(65536, cols - c0), bucket, hist.data());
+      for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
+        hist.clear();
+        hist.add(w + r * cols + c0, std::min(kChunk, cols - c0));
+        hist.add_prefix_to(local.data());
+      }
 #pragma omp critical
-      for (int64_t u = 0; u <= m; ++u) total[u] += hist[u];
+      for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
     }
-    prefix_sum(total.data());
-    write_row(r, total.data());
+    for (int64_t i = 0; i < k; ++i) out[i * rows + r] = static_cast<double>(zeros[index[i]]) / denom;
   }
 }
 
@@ -267,31 +368,32 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
   unique_threshold_keys<Key>(t, k, unique, index);
   if (n == 0 || k == 0) return;
   const int64_t m = static_cast<int64_t>(unique.size());
-  std::vector<int64_t> total(static_cast<size_t>(m + 1), 0);
+  std::vector<int64_t> zeros(static_cast<size_t>(m), 0);
   const int nt = thread_count(threads);
-  constexpr int64_t kChunk = 1 << 16;
   if (static_cast<size_t>(m) <= kDirectMax) {
     for (int64_t u = 0; u < m; ++u) {
-      int64_t zeros = 0;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : zeros)
-      for (int64_t c0 = 0; c0 < n; c0 += kChunk)
-        zeros += count_le(w + c0, std::min(kChunk, n - c0), unique[u]);
-      total[u] = zeros;
+      int64_t z = 0;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : z)
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) z += count_le(w + c0, std::min(kChunk, n - c0), unique[u]);
+      zeros[u] = z;
     }
   } else {
-    const BucketIndex<Key> bucket(unique);
+    const KeyIndex<Key> key_index(unique);
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<int64_t> hist(static_cast<size_t>(m + 1), 0);
+      Histogram<Key> hist(key_index, m);
+      std::vector<int64_t> local(static_cast<size_t>(m), 0);
 #pragma omp for schedule(static)
-      for (int64_t c0 = 0; c0 < n; c0 += kChunk)
-        histogram(w + c0, std::min(kChunk, n - c0), bucket, hist.data());
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        hist.clear();
+        hist.add(w + c0, std::min(kChunk, n - c0));
+        hist.add_prefix_to(local.data());
+      }
 #pragma omp critical
-      for (int64_t u = 0; u <= m; ++u) total[u] += hist[u];
+      for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
     }
-    for (int64_t u = 1; u < m; ++u) total[u] += total[u - 1];
   }
-  for (int64_t i = 0; i < k; ++i) counts[i] += total[index[i]];
+  for (int64_t i = 0; i < k; ++i) counts[i] += zeros[index[i]];
 }
 
 inline int64_t key64(float w) { return abs_key(static_cast<double>(w)); }
@@ -300,7 +402,6 @@ inline int64_t key64(double w) { return abs_key(w); }
 // Calls f(key64) for every element of every span, split across threads; f gets the thread's slot.
 template <class F>
 void for_each_key(const std::vector<WeightSpan>& spans, int nt, F&& f) {
-  constexpr int64_t kChunk = 1 << 16;
   for (const WeightSpan& s : spans) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t c0 = 0; c0 < s.size; c0 += kChunk) {
