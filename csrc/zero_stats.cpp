@@ -92,7 +92,7 @@ class KeyIndex {
     shift_ = std::min(gap_bits, kKeyBits - 1);
     // (m + 2) << shift must fit in a UKey for the carry to land in j.
     const int j_bits = 8 * static_cast<int>(sizeof(UKey)) - shift_;
-    packed_ = shift_ >= kKeyBits + 1 - kTableBits && (j_bits > 40 || m + 2 < (int64_t{1} << j_bits));
+    packed_ = shift_ >= kKeyBits + 1 - kTableBits && m + 2 < (int64_t{1} << std::min(j_bits, 62));
     if (packed_) build_packed(m);
     else build_general(m);
   }
