@@ -66,6 +66,16 @@ int thread_count(int threads) {
 #endif
 }
 
+// A zeroed per-thread buffer of n elements that keeps its memory across calls. Kernels run often
+// on many layers; fresh buffers in OpenMP workers would be returned to the OS and page-faulted
+// again on every call. Valid until the same thread asks for the same (T, Tag) again.
+template <class T, int Tag>
+T* thread_scratch(size_t n) {
+  thread_local std::vector<T> buffer;
+  buffer.assign(n, T{});
+  return buffer.data();
+}
+
 // Maps a weight's key to j = #{distinct threshold keys < key}, in [0, M], for the histogram.
 //
 // Packed mode (thresholds at least 2^s key units apart, the usual case): the weight's top bits
@@ -113,7 +123,7 @@ class KeyIndex {
       return static_cast<uint32_t>((table[bits >> shift] + (bits & low)) >> shift);
     }
   };
-  Packed packed_lookup() const { return Packed{packed_table_.data(), shift_, low_}; }
+  Packed packed_lookup() const { return Packed{packed_table_, shift_, low_}; }
 
   template <int W>
   inline uint32_t general_index(Key key) const {
@@ -131,21 +141,30 @@ class KeyIndex {
   }
 
  private:
+  // Buckets between two thresholds all hold j << s; the bucket of threshold j (never shared, as
+  // thresholds are at least 2^s apart) holds j << s plus low - offset. Built with range fills.
   void build_packed(int64_t m) {
     m_ = m;
     low_ = (UKey{1} << shift_) - 1;
     const size_t half = size_t{1} << (kKeyBits - shift_);
-    packed_table_.resize(2 * half);
-    size_t j = 0;
-    for (size_t b = 0; b < half; ++b) {
-      const UKey first = static_cast<UKey>(b) << shift_;
-      while (j < static_cast<size_t>(m) && static_cast<UKey>(keys_[j]) < first) ++j;
-      UKey offset = low_;  // no threshold below the bucket's last key: never carries
-      if (j < static_cast<size_t>(m) && static_cast<UKey>(keys_[j]) < first + low_)
-        offset = static_cast<UKey>(keys_[j]) - first;
-      packed_table_[b] = (static_cast<UKey>(j) << shift_) + (low_ - offset);
+    // The table (up to 2^17 entries) lives in a per-thread buffer that keeps its capacity across
+    // calls: a fresh allocation of that size would be mmap'ed and page-faulted on every call.
+    // One KeyIndex per thread at a time (each kernel call builds one, before its parallel region).
+    thread_local std::vector<UKey> storage;
+    storage.resize(2 * half);
+    UKey* table = storage.data();
+    packed_table_ = table;
+    size_t next = 0;  // first bucket not yet filled
+    for (int64_t j = 0; j < m; ++j) {
+      const UKey key = static_cast<UKey>(keys_[j]);
+      const size_t b = static_cast<size_t>(key >> shift_);
+      const UKey entry = static_cast<UKey>(j) << shift_;
+      std::fill(table + next, table + b, entry);
+      table[b] = entry + (low_ - (key & low_));  // a threshold at the bucket's last key adds 0
+      next = b + 1;
     }
-    std::copy(packed_table_.begin(), packed_table_.begin() + half, packed_table_.begin() + half);
+    std::fill(table + next, table + half, static_cast<UKey>(m) << shift_);
+    std::copy(table, table + half, table + half);
   }
 
   // Bucket 0 holds keys below the first threshold, bucket b in [1, buckets] the keys
@@ -181,7 +200,7 @@ class KeyIndex {
   int shift_ = 0;
   bool packed_ = false;
   UKey low_ = 0;
-  std::vector<UKey> packed_table_;
+  const UKey* packed_table_ = nullptr;
   Key base_ = 0;
   int64_t buckets_ = 0;
   int64_t width_ = 0;
@@ -190,14 +209,13 @@ class KeyIndex {
 
 // Four interleaved histograms of M + 1 uint32 bins. Consecutive weights land in different copies,
 // so a run of weights in one bin does not serialise on a single counter. Callers add at most
-// 2^32 - 1 weights between clears.
+// 2^32 - 1 weights between drains.
 template <class Key>
 class Histogram {
  public:
   explicit Histogram(const KeyIndex<Key>& index, int64_t m)
-      : index_(index), m_(m), stride_((m + 16) & ~int64_t{15}), bins_(static_cast<size_t>(4 * stride_), 0) {}
-
-  void clear() { std::fill(bins_.begin(), bins_.end(), 0u); }
+      : index_(index), m_(m), stride_((m + 16) & ~int64_t{15}),
+        bins_(thread_scratch<uint32_t, 0>(static_cast<size_t>(4 * stride_))) {}
 
   template <class T>
   void add(const T* p, int64_t n) {
@@ -212,19 +230,26 @@ class Histogram {
     }
   }
 
-  // zeros[u] += number of weights added whose key is <= threshold key u, for u < M.
-  void add_prefix_to(int64_t* zeros) const {
+  // zeros[u] += number of weights added since the last drain whose key is <= threshold key u,
+  // for u < M; empties the histogram (in the same pass) for the next batch.
+  void drain_into(int64_t* zeros) {
+    uint32_t* h0 = bins_;
+    uint32_t* h1 = h0 + stride_;
+    uint32_t* h2 = h1 + stride_;
+    uint32_t* h3 = h2 + stride_;
     int64_t sum = 0;
     for (int64_t u = 0; u < m_; ++u) {
-      sum += int64_t{bins_[u]} + bins_[stride_ + u] + bins_[2 * stride_ + u] + bins_[3 * stride_ + u];
+      sum += int64_t{h0[u]} + h1[u] + h2[u] + h3[u];
       zeros[u] += sum;
+      h0[u] = h1[u] = h2[u] = h3[u] = 0;
     }
+    h0[m_] = h1[m_] = h2[m_] = h3[m_] = 0;
   }
 
  private:
   template <class T, class J>
   void count(const T* __restrict p, int64_t n, const J j_of) {
-    uint32_t* __restrict h0 = bins_.data();
+    uint32_t* __restrict h0 = bins_;
     uint32_t* __restrict h1 = h0 + stride_;
     uint32_t* __restrict h2 = h1 + stride_;
     uint32_t* __restrict h3 = h2 + stride_;
@@ -241,7 +266,7 @@ class Histogram {
   const KeyIndex<Key>& index_;
   int64_t m_;
   int64_t stride_;
-  std::vector<uint32_t> bins_;
+  uint32_t* bins_;
 };
 
 // Number of elements of p[0..n) whose key is <= tkey: a compare-and-add loop the compiler
@@ -295,21 +320,23 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 #pragma omp parallel num_threads(nt)
     {
       Histogram<Key> hist(key_index, m);
-      std::vector<int64_t> zeros(static_cast<size_t>(kTile * m));
+      int64_t* zeros = thread_scratch<int64_t, 0>(static_cast<size_t>(kTile * m));
 #pragma omp for schedule(static)
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * kTile, r1 = std::min(rows, r0 + kTile);
-        std::fill(zeros.begin(), zeros.end(), 0);
+        std::fill(zeros, zeros + kTile * m, 0);
         for (int64_t r = r0; r < r1; ++r) {
-          hist.clear();
           hist.add(w + r * cols, cols);
-          hist.add_prefix_to(zeros.data() + (r - r0) * m);
+          hist.drain_into(zeros + (r - r0) * m);
         }
-        for (int64_t i = 0; i < k; ++i)
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t z = zeros[(r - r0) * m + index[i]];
-            out[i * rows + r] = fraction.empty() ? static_cast<double>(z) / denom : fraction[z];
-          }
+        for (int64_t i = 0; i < k; ++i) {
+          const int64_t* z = zeros + index[i];
+          double* o = out + i * rows;
+          if (fraction.empty())
+            for (int64_t r = r0; r < r1; ++r) o[r] = static_cast<double>(z[(r - r0) * m]) / denom;
+          else
+            for (int64_t r = r0; r < r1; ++r) o[r] = fraction[z[(r - r0) * m]];
+        }
       }
     }
     return;
@@ -324,9 +351,8 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
       std::vector<int64_t> local(static_cast<size_t>(m), 0);
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
-        hist.clear();
         hist.add(w + r * cols + c0, std::min(kChunk, cols - c0));
-        hist.add_prefix_to(local.data());
+        hist.drain_into(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
@@ -385,9 +411,8 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
       std::vector<int64_t> local(static_cast<size_t>(m), 0);
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-        hist.clear();
         hist.add(w + c0, std::min(kChunk, n - c0));
-        hist.add_prefix_to(local.data());
+        hist.drain_into(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
