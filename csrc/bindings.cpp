@@ -73,12 +73,25 @@ py::array_t<double> thresholds_view(const py::array& t) {
   return py::array_t<double>(t);
 }
 
+// The (k, rows) float64 result array: `out` when given (checked, then written in place), else new.
+py::array_t<double> result_array(const py::object& out, int64_t k, int64_t rows) {
+  if (out.is_none()) return py::array_t<double>({k, rows});
+  if (!py::isinstance<py::array>(out)) throw InputError("out must be a NumPy array or None");
+  const auto a = out.cast<py::array>();
+  if (!a.dtype().is(py::dtype::of<double>()) || !(a.flags() & py::array::c_style) || !a.writeable() ||
+      a.ndim() != 2 || a.shape(0) != k || a.shape(1) != rows)
+    throw InputError("out must be a writable C-contiguous float64 array of shape (" + std::to_string(k) +
+                     ", " + std::to_string(rows) + ")");
+  return py::array_t<double>(a);
+}
+
 py::array_t<double> sweep(const WeightSpan& span, const std::vector<int64_t>& shape,
-                          const py::array& thresholds, bool on_cuda, uintptr_t stream, int threads) {
+                          const py::array& thresholds, const py::object& out_arg, bool on_cuda,
+                          uintptr_t stream, int threads) {
   require_rank(shape, 1, "weight");
   const auto t = thresholds_view(thresholds);
   const int64_t k = t.size(), rows = shape[0], cols = product(shape, 1);
-  py::array_t<double> out({k, rows});
+  py::array_t<double> out = result_array(out_arg, k, rows);
   const double* tp = t.data();
   double* op = out.mutable_data();
   {
@@ -233,11 +246,11 @@ PYBIND11_MODULE(_native, m) {
 
   m.def(
       "zero_fraction_sweep",
-      [](const py::array& w, const py::array& thresholds, int threads) {
-        return sweep(host_span(w, "weight"), shape_of(w), thresholds, false, 0, threads);
+      [](const py::array& w, const py::array& thresholds, int threads, const py::object& out) {
+        return sweep(host_span(w, "weight"), shape_of(w), thresholds, out, false, 0, threads);
       },
-      py::arg("w"), py::arg("thresholds"), py::arg("threads") = 0,
-      "Fractions (K, F) of each filter's weights (axis 0) with |w| <= thresholds[k].");
+      py::arg("w"), py::arg("thresholds"), py::arg("threads") = 0, py::arg("out") = py::none(),
+      "Fractions (K, F) of each filter's weights (axis 0) with |w| <= thresholds[k], into out if given.");
   m.def(
       "input_channel_zero_fractions",
       [](const py::array& w, double threshold, int64_t groups, int threads) {
@@ -264,11 +277,12 @@ PYBIND11_MODULE(_native, m) {
   m.def(
       "cuda_zero_fraction_sweep",
       [](uintptr_t ptr, const std::vector<int64_t>& shape, const std::string& typestr,
-         const py::array& thresholds, uintptr_t stream) {
-        return sweep(cuda_span(ptr, shape, typestr), shape, thresholds, true, stream, 0);
+         const py::array& thresholds, uintptr_t stream, const py::object& out) {
+        return sweep(cuda_span(ptr, shape, typestr), shape, thresholds, out, true, stream, 0);
       },
       py::arg("ptr"), py::arg("shape"), py::arg("typestr"), py::arg("thresholds"),
-      py::arg("stream") = 0, "zero_fraction_sweep of a C-contiguous CUDA array.");
+      py::arg("stream") = 0, py::arg("out") = py::none(),
+      "zero_fraction_sweep of a C-contiguous CUDA array (results in host memory).");
   m.def(
       "cuda_input_channel_zero_fractions",
       [](uintptr_t ptr, const std::vector<int64_t>& shape, const std::string& typestr,

@@ -230,20 +230,26 @@ class Histogram {
     }
   }
 
-  // zeros[u] += number of weights added since the last drain whose key is <= threshold key u,
-  // for u < M; empties the histogram (in the same pass) for the next batch.
+  // zeros[u] (+)= number of weights added since the last drain whose key is <= threshold key u,
+  // for u < M (added when Accumulate, else assigned); empties the histogram for the next batch.
+  template <bool Accumulate>
   void drain_into(int64_t* zeros) {
-    uint32_t* h0 = bins_;
-    uint32_t* h1 = h0 + stride_;
-    uint32_t* h2 = h1 + stride_;
-    uint32_t* h3 = h2 + stride_;
+    uint32_t* __restrict h0 = bins_;
+    uint32_t* __restrict h1 = h0 + stride_;
+    uint32_t* __restrict h2 = h1 + stride_;
+    uint32_t* __restrict h3 = h2 + stride_;
+    for (int64_t u = 0; u <= m_; ++u) {  // the copies' sum into copy 0: a vectorised pass
+      h0[u] += h1[u] + h2[u] + h3[u];     // < 2^32: at most 2^32 - 1 weights per drain
+      h1[u] = h2[u] = h3[u] = 0;
+    }
     int64_t sum = 0;
     for (int64_t u = 0; u < m_; ++u) {
-      sum += int64_t{h0[u]} + h1[u] + h2[u] + h3[u];
-      zeros[u] += sum;
-      h0[u] = h1[u] = h2[u] = h3[u] = 0;
+      sum += h0[u];
+      h0[u] = 0;
+      if (Accumulate) zeros[u] += sum;
+      else zeros[u] = sum;
     }
-    h0[m_] = h1[m_] = h2[m_] = h3[m_] = 0;
+    h0[m_] = 0;
   }
 
  private:
@@ -314,28 +320,30 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
       fraction.resize(static_cast<size_t>(cols + 1));
       for (int64_t c = 0; c <= cols; ++c) fraction[c] = static_cast<double>(c) / denom;
     }
-    // Tiles of 8 rows, so each threshold's results are written as whole cache lines.
-    constexpr int64_t kTile = 8;
-    const int64_t tiles = (rows + kTile - 1) / kTile;
+    // Tiles of up to 64 rows: each threshold's results for a tile are written as one contiguous
+    // run of the (K, F) output instead of one cache line per page. Smaller tiles for few rows, so
+    // every thread gets some.
+    constexpr int64_t kMaxTile = 64;
+    const int64_t tile_rows = std::clamp<int64_t>((rows / (2 * nt) + 7) / 8 * 8, 8, kMaxTile);
+    const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel num_threads(nt)
     {
       Histogram<Key> hist(key_index, m);
-      int64_t* zeros = thread_scratch<int64_t, 0>(static_cast<size_t>(kTile * m));
+      int64_t* zeros = thread_scratch<int64_t, 0>(static_cast<size_t>(tile_rows * m));
 #pragma omp for schedule(static)
       for (int64_t tile = 0; tile < tiles; ++tile) {
-        const int64_t r0 = tile * kTile, r1 = std::min(rows, r0 + kTile);
-        std::fill(zeros, zeros + kTile * m, 0);
-        for (int64_t r = r0; r < r1; ++r) {
-          hist.add(w + r * cols, cols);
-          hist.drain_into(zeros + (r - r0) * m);
+        const int64_t r0 = tile * tile_rows, n = std::min(rows, r0 + tile_rows) - r0;
+        for (int64_t r = 0; r < n; ++r) {
+          hist.add(w + (r0 + r) * cols, cols);
+          hist.template drain_into<false>(zeros + r * m);
         }
         for (int64_t i = 0; i < k; ++i) {
           const int64_t* z = zeros + index[i];
-          double* o = out + i * rows;
+          double* o = out + i * rows + r0;
           if (fraction.empty())
-            for (int64_t r = r0; r < r1; ++r) o[r] = static_cast<double>(z[(r - r0) * m]) / denom;
+            for (int64_t r = 0; r < n; ++r) o[r] = static_cast<double>(z[r * m]) / denom;
           else
-            for (int64_t r = r0; r < r1; ++r) o[r] = fraction[z[(r - r0) * m]];
+            for (int64_t r = 0; r < n; ++r) o[r] = fraction[z[r * m]];
         }
       }
     }
@@ -352,7 +360,7 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
         hist.add(w + r * cols + c0, std::min(kChunk, cols - c0));
-        hist.drain_into(local.data());
+        hist.template drain_into<true>(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
@@ -412,7 +420,7 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
         hist.add(w + c0, std::min(kChunk, n - c0));
-        hist.drain_into(local.data());
+        hist.template drain_into<true>(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
@@ -499,18 +507,19 @@ int64_t kth_smallest_abs_key(const std::vector<WeightSpan>& spans, int64_t rank,
   while (candidates > kGatherMax && fixed < 64) {
     const int bits = std::min(kDigitBits, 64 - fixed);
     const int shift = 64 - fixed - bits;
-    const uint64_t high_shift = static_cast<uint64_t>(64 - fixed);
-    std::vector<std::vector<int64_t>> hist(static_cast<size_t>(nt),
-                                           std::vector<int64_t>(size_t{1} << bits, 0));
-    for_each_key(spans, nt, [&](int slot, int64_t key) {
+    const int high_shift = 64 - fixed;
+    const uint64_t mask = (uint64_t{1} << bits) - 1;
+    std::vector<int64_t> counts(static_cast<size_t>(nt) << bits, 0);  // one histogram per thread
+    int64_t* const hist = counts.data();
+    const uint64_t fixed_bits = prefix;
+    for_each_key(spans, nt, [hist, bits, shift, high_shift, fixed_bits, mask](int slot, int64_t key) {
       const uint64_t u = static_cast<uint64_t>(key);
-      if (high_shift == 64 || (u >> high_shift) == prefix)
-        ++hist[slot][(u >> shift) & ((uint64_t{1} << bits) - 1)];
+      if ((u >> high_shift) == fixed_bits) ++hist[(static_cast<size_t>(slot) << bits) + ((u >> shift) & mask)];
     });
     uint64_t digit = 0;
     for (;; ++digit) {
       int64_t in_bin = 0;
-      for (int s = 0; s < nt; ++s) in_bin += hist[s][digit];
+      for (int s = 0; s < nt; ++s) in_bin += hist[(static_cast<size_t>(s) << bits) + digit];
       if (rank < in_bin) {
         candidates = in_bin;
         break;
@@ -522,10 +531,12 @@ int64_t kth_smallest_abs_key(const std::vector<WeightSpan>& spans, int64_t rank,
   }
   if (fixed == 64) return static_cast<int64_t>(prefix);
 
-  const uint64_t high_shift = static_cast<uint64_t>(64 - fixed);
+  const int high_shift = 64 - fixed;
   std::vector<std::vector<int64_t>> found(static_cast<size_t>(nt));
-  for_each_key(spans, nt, [&](int slot, int64_t key) {
-    if ((static_cast<uint64_t>(key) >> high_shift) == prefix) found[slot].push_back(key);
+  std::vector<int64_t>* const found_by_slot = found.data();
+  const uint64_t fixed_bits = prefix;
+  for_each_key(spans, nt, [found_by_slot, high_shift, fixed_bits](int slot, int64_t key) {
+    if ((static_cast<uint64_t>(key) >> high_shift) == fixed_bits) found_by_slot[slot].push_back(key);
   });
   std::vector<int64_t> keys;
   keys.reserve(static_cast<size_t>(candidates));

@@ -13,14 +13,21 @@ import numpy.typing as npt
 built_with_cuda: bool
 
 def cuda_available() -> bool: ...
-def zero_fraction_sweep(w: np.ndarray, thresholds: np.ndarray, threads: int = 0) -> npt.NDArray[np.float64]: ...
+def zero_fraction_sweep(
+    w: np.ndarray, thresholds: np.ndarray, threads: int = 0, out: npt.NDArray[np.float64] | None = None
+) -> npt.NDArray[np.float64]: ...
 def input_channel_zero_fractions(
     w: np.ndarray, threshold: float, groups: int = 1, threads: int = 0
 ) -> npt.NDArray[np.float64]: ...
 def sparsity_curve(weights: list[np.ndarray], thresholds: np.ndarray, threads: int = 0) -> npt.NDArray[np.float64]: ...
 def threshold_for_sparsity(weights: list[np.ndarray], sparsity: float, threads: int = 0) -> float: ...
 def cuda_zero_fraction_sweep(
-    ptr: int, shape: Sequence[int], typestr: str, thresholds: np.ndarray, stream: int = 0
+    ptr: int,
+    shape: Sequence[int],
+    typestr: str,
+    thresholds: np.ndarray,
+    stream: int = 0,
+    out: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]: ...
 def cuda_input_channel_zero_fractions(
     ptr: int, shape: Sequence[int], typestr: str, threshold: float, groups: int = 1, stream: int = 0

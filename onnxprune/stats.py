@@ -140,14 +140,18 @@ def _weights(weights: Sequence[Any]) -> list[np.ndarray] | list[_CudaArray]:
     return arrays
 
 
-def zero_fraction_sweep(w: Any, thresholds: Sequence[float], *, threads: int | None = None) -> np.ndarray:
+def zero_fraction_sweep(
+    w: Any, thresholds: Sequence[float], *, threads: int | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Fractions ``(K, F)``: row k holds, for each filter (axis 0), the share of its weights with
     ``|w| <= thresholds[k]``. Thresholds must be finite, >= 0 and sorted; all K cost about one read
-    of the weights."""
+    of the weights. ``out`` (a C-contiguous float64 ``(K, F)`` array, host memory even for CUDA
+    weights) receives the result instead of a new array: worth it in loops, where allocating and
+    first touching large new outputs can cost more than the sweep."""
     a, t = _weight(w), _thresholds(thresholds)
     if isinstance(a, _CudaArray):
-        return _native.cuda_zero_fraction_sweep(a.ptr, a.shape, a.typestr, t, a.stream)
-    return _native.zero_fraction_sweep(a, t, _threads(threads))
+        return _native.cuda_zero_fraction_sweep(a.ptr, a.shape, a.typestr, t, a.stream, out)
+    return _native.zero_fraction_sweep(a, t, _threads(threads), out)
 
 
 def filter_zero_fractions(w: Any, threshold: float, *, threads: int | None = None) -> np.ndarray:

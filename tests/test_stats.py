@@ -192,7 +192,7 @@ def test_dense_thresholds_take_the_general_path():
     np.testing.assert_array_equal(stats.zero_fraction_sweep(w, t), ref_sweep(w, t))
 
 
-@pytest.mark.parametrize("shape", [(1, 300_000), (3, 100_000), (64, 1000)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 300_000), (3, 100_000), (64, 1000), (300, 50), (1000, 9)], ids=str)
 def test_threads_give_the_same_result(shape):
     # Few long rows are split across threads; many rows are not: both must agree with serial.
     w = random_weights(shape, seed=9)
@@ -287,3 +287,14 @@ def test_property_sweep_and_curve_match_numpy(w, extra, picks):
     if w.ndim >= 2 and w.shape[0] > 0:
         for t0 in t[:3]:
             np.testing.assert_array_equal(stats.input_channel_zero_fractions(w, t0), ref_input_channels(w, t0))
+
+
+def test_sweep_writes_into_out():
+    w = random_weights((6, 10))
+    t = thresholds_from(w, 7)
+    out = np.full((7, 6), -1.0)
+    assert stats.zero_fraction_sweep(w, t, out=out) is out
+    np.testing.assert_array_equal(out, ref_sweep(w, t))
+    for bad in [np.zeros((6, 7)), np.zeros((7, 6), np.float32), np.zeros((7, 12))[:, ::2], [[0.0] * 6] * 7]:
+        with pytest.raises(ValueError, match="out must be"):
+            stats.zero_fraction_sweep(w, t, out=bad)
