@@ -230,10 +230,23 @@ class Histogram {
     }
   }
 
-  // zeros[u] (+)= number of weights added since the last drain whose key is <= threshold key u,
-  // for u < M (added when Accumulate, else assigned); empties the histogram for the next batch.
-  template <bool Accumulate>
+  // zeros[u] += number of weights added since the last drain whose key is <= threshold key u,
+  // for u < M; empties the histogram for the next batch.
   void drain_into(int64_t* zeros) {
+    drain([zeros](int64_t u, int64_t count) { zeros[u] += count; });
+  }
+
+  // column[u * stride] = value(that count): the sweep's tiles collect each threshold's results
+  // for consecutive rows side by side.
+  template <class V>
+  void drain_column(double* column, int64_t stride, const V value) {
+    drain([column, stride, value](int64_t u, int64_t count) { column[u * stride] = value(count); });
+  }
+
+ private:
+  // Calls put(u, cumulative count up to bin u) for u < M and empties the bins.
+  template <class Put>
+  void drain(const Put put) {
     uint32_t* __restrict h0 = bins_;
     uint32_t* __restrict h1 = h0 + stride_;
     uint32_t* __restrict h2 = h1 + stride_;
@@ -246,13 +259,11 @@ class Histogram {
     for (int64_t u = 0; u < m_; ++u) {
       sum += h0[u];
       h0[u] = 0;
-      if (Accumulate) zeros[u] += sum;
-      else zeros[u] = sum;
+      put(u, sum);
     }
     h0[m_] = 0;
   }
 
- private:
   template <class T, class J>
   void count(const T* __restrict p, int64_t n, const J j_of) {
     uint32_t* __restrict h0 = bins_;
@@ -329,21 +340,22 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 #pragma omp parallel num_threads(nt)
     {
       Histogram<Key> hist(key_index, m);
-      int64_t* zeros = thread_scratch<int64_t, 0>(static_cast<size_t>(tile_rows * m));
+      // values[u * tile_rows + r]: the result at distinct threshold u for row r0 + r.
+      double* values = thread_scratch<double, 0>(static_cast<size_t>(tile_rows * m));
+      const double* table = fraction.data();
+      const auto by_table = [table](int64_t zeros) { return table[zeros]; };
+      const auto by_division = [denom](int64_t zeros) { return static_cast<double>(zeros) / denom; };
 #pragma omp for schedule(static)
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * tile_rows, n = std::min(rows, r0 + tile_rows) - r0;
         for (int64_t r = 0; r < n; ++r) {
           hist.add(w + (r0 + r) * cols, cols);
-          hist.template drain_into<false>(zeros + r * m);
+          if (fraction.empty()) hist.drain_column(values + r, tile_rows, by_division);
+          else hist.drain_column(values + r, tile_rows, by_table);
         }
         for (int64_t i = 0; i < k; ++i) {
-          const int64_t* z = zeros + index[i];
-          double* o = out + i * rows + r0;
-          if (fraction.empty())
-            for (int64_t r = 0; r < n; ++r) o[r] = static_cast<double>(z[r * m]) / denom;
-          else
-            for (int64_t r = 0; r < n; ++r) o[r] = fraction[z[r * m]];
+          const double* v = values + index[i] * tile_rows;
+          std::copy(v, v + n, out + i * rows + r0);
         }
       }
     }
@@ -360,7 +372,7 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
         hist.add(w + r * cols + c0, std::min(kChunk, cols - c0));
-        hist.template drain_into<true>(local.data());
+        hist.drain_into(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
@@ -420,7 +432,7 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
 #pragma omp for schedule(static)
       for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
         hist.add(w + c0, std::min(kChunk, n - c0));
-        hist.template drain_into<true>(local.data());
+        hist.drain_into(local.data());
       }
 #pragma omp critical
       for (int64_t u = 0; u < m; ++u) zeros[u] += local[u];
