@@ -178,6 +178,16 @@ def bench_case(weights, k, threads, rounds, slow_rounds):
     }
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -189,7 +199,7 @@ def main() -> None:
 
     shapes = {"vgg16_ssd300": vgg16_ssd300_shapes(), "vgg16_imagenet": vgg16_imagenet_shapes()}
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "threads": args.threads, "python": platform.python_version(), "numpy": np.__version__},
         "cases": [],
     }  # fmt: skip
