@@ -236,11 +236,10 @@ class Histogram {
     drain([zeros](int64_t u, int64_t count) { zeros[u] += count; });
   }
 
-  // column[u * stride] = value(that count): the sweep's tiles collect each threshold's results
-  // for consecutive rows side by side.
+  // results[u] = value(that count), for u < M.
   template <class V>
-  void drain_column(double* column, int64_t stride, const V value) {
-    drain([column, stride, value](int64_t u, int64_t count) { column[u * stride] = value(count); });
+  void drain_values(double* results, const V value) {
+    drain([results, value](int64_t u, int64_t count) { results[u] = value(count); });
   }
 
  private:
@@ -340,18 +339,25 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 #pragma omp parallel num_threads(nt)
     {
       Histogram<Key> hist(key_index, m);
-      // values[u * tile_rows + r]: the result at distinct threshold u for row r0 + r.
+      // values[u * tile_rows + r]: the result at distinct threshold u for row r0 + r, filled from
+      // blocks of 8 rows (block[r * m + u]) so that each write is a whole cache line.
       double* values = thread_scratch<double, 0>(static_cast<size_t>(tile_rows * m));
+      double* block = thread_scratch<double, 1>(static_cast<size_t>(8 * m));
       const double* table = fraction.data();
       const auto by_table = [table](int64_t zeros) { return table[zeros]; };
       const auto by_division = [denom](int64_t zeros) { return static_cast<double>(zeros) / denom; };
 #pragma omp for schedule(static)
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * tile_rows, n = std::min(rows, r0 + tile_rows) - r0;
-        for (int64_t r = 0; r < n; ++r) {
-          hist.add(w + (r0 + r) * cols, cols);
-          if (fraction.empty()) hist.drain_column(values + r, tile_rows, by_division);
-          else hist.drain_column(values + r, tile_rows, by_table);
+        for (int64_t b = 0; b < n; b += 8) {
+          const int64_t bn = std::min<int64_t>(8, n - b);
+          for (int64_t r = 0; r < bn; ++r) {
+            hist.add(w + (r0 + b + r) * cols, cols);
+            if (fraction.empty()) hist.drain_values(block + r * m, by_division);
+            else hist.drain_values(block + r * m, by_table);
+          }
+          for (int64_t u = 0; u < m; ++u)
+            for (int64_t r = 0; r < bn; ++r) values[u * tile_rows + b + r] = block[r * m + u];
         }
         for (int64_t i = 0; i < k; ++i) {
           const double* v = values + index[i] * tile_rows;
