@@ -150,7 +150,15 @@ class KeyIndex {
     // The table (up to 2^17 entries) lives in a per-thread buffer that keeps its capacity across
     // calls: a fresh allocation of that size would be mmap'ed and page-faulted on every call.
     // One KeyIndex per thread at a time (each kernel call builds one, before its parallel region).
+    // The table depends only on the threshold keys: a sweep of many layers at the same
+    // thresholds builds it once.
     thread_local std::vector<UKey> storage;
+    thread_local std::vector<Key> storage_keys;
+    if (storage.size() == 2 * half && storage_keys == keys_) {
+      packed_table_ = storage.data();
+      return;
+    }
+    storage_keys.clear();  // invalid while the table is rebuilt
     storage.resize(2 * half);
     UKey* table = storage.data();
     packed_table_ = table;
@@ -165,6 +173,7 @@ class KeyIndex {
     }
     std::fill(table + next, table + half, static_cast<UKey>(m) << shift_);
     std::copy(table, table + half, table + half);
+    storage_keys = keys_;
   }
 
   // Bucket 0 holds keys below the first threshold, bucket b in [1, buckets] the keys

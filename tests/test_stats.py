@@ -298,3 +298,12 @@ def test_sweep_writes_into_out():
     for bad in [np.zeros((6, 7)), np.zeros((7, 6), np.float32), np.zeros((7, 12))[:, ::2], [[0.0] * 6] * 7]:
         with pytest.raises(ValueError, match="out must be"):
             stats.zero_fraction_sweep(w, t, out=bad)
+
+
+def test_repeated_and_alternating_thresholds_reuse_nothing_stale():
+    # The bucket table is cached per thread for identical thresholds: alternate to catch staleness.
+    w = random_weights((20, 30), seed=11)
+    a, b = thresholds_from(w, 40, seed=1), thresholds_from(w, 40, seed=2)
+    for t in (a, a, b, a, b, b):
+        np.testing.assert_array_equal(stats.zero_fraction_sweep(w, t), ref_sweep(w, t))
+        np.testing.assert_array_equal(stats.sparsity_curve([w], t), ref_curve([w], t))
