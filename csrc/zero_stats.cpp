@@ -66,14 +66,26 @@ int thread_count(int threads) {
 #endif
 }
 
-// A zeroed per-thread buffer of n elements that keeps its memory across calls. Kernels run often
-// on many layers; fresh buffers in OpenMP workers would be returned to the OS and page-faulted
-// again on every call. Valid until the same thread asks for the same (T, Tag) again.
-template <class T, int Tag>
+// A per-thread buffer of n elements (zeroed when Zero) that keeps its memory across calls.
+// Kernels run often on many layers; fresh buffers in OpenMP workers would be returned to the OS
+// and page-faulted again on every call. Valid until the same thread asks for the same (T, Tag).
+template <class T, int Tag, bool Zero = true>
 T* thread_scratch(size_t n) {
   thread_local std::vector<T> buffer;
-  buffer.assign(n, T{});
+  if (Zero) buffer.assign(n, T{});
+  else if (buffer.size() < n) buffer.resize(n);
   return buffer.data();
+}
+
+// fraction[c] = c / n for c in [0, n]: a load instead of a division per result, with the same
+// (correctly rounded) value. Kept per thread for the last n, as layers often share it.
+const double* fraction_table(int64_t n) {
+  thread_local std::vector<double> table;
+  if (static_cast<int64_t>(table.size()) != n + 1) {
+    table.resize(static_cast<size_t>(n + 1));
+    for (int64_t c = 0; c <= n; ++c) table[c] = static_cast<double>(c) / static_cast<double>(n);
+  }
+  return table.data();
 }
 
 // Maps a weight's key to j = #{distinct threshold keys < key}, in [0, M], for the histogram.
@@ -332,13 +344,8 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
 
   const KeyIndex<Key> key_index(unique);
   if (rows >= 2 * nt && cols < (int64_t{1} << 32)) {
-    // count / cols for every count, when there are more results than counts: a load instead of
-    // a division per result, with the same (correctly rounded) value.
-    std::vector<double> fraction;
-    if (cols < rows * k) {
-      fraction.resize(static_cast<size_t>(cols + 1));
-      for (int64_t c = 0; c <= cols; ++c) fraction[c] = static_cast<double>(c) / denom;
-    }
+    // A table of count / cols when there are more results than possible counts.
+    const double* table = cols < rows * k ? fraction_table(cols) : nullptr;
     // Tiles of up to 64 rows: each threshold's results for a tile are written as one contiguous
     // run of the (K, F) output instead of one cache line per page. Smaller tiles for few rows, so
     // every thread gets some.
@@ -350,9 +357,8 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
       Histogram<Key> hist(key_index, m);
       // values[u * tile_rows + r]: the result at distinct threshold u for row r0 + r, filled from
       // blocks of 8 rows (block[r * m + u]) so that each write is a whole cache line.
-      double* values = thread_scratch<double, 0>(static_cast<size_t>(tile_rows * m));
-      double* block = thread_scratch<double, 1>(static_cast<size_t>(8 * m));
-      const double* table = fraction.data();
+      double* values = thread_scratch<double, 0, false>(static_cast<size_t>(tile_rows * m));
+      double* block = thread_scratch<double, 1, false>(static_cast<size_t>(8 * m));
       const auto by_table = [table](int64_t zeros) { return table[zeros]; };
       const auto by_division = [denom](int64_t zeros) { return static_cast<double>(zeros) / denom; };
 #pragma omp for schedule(static)
@@ -362,7 +368,7 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
           const int64_t bn = std::min<int64_t>(8, n - b);
           for (int64_t r = 0; r < bn; ++r) {
             hist.add(w + (r0 + b + r) * cols, cols);
-            if (fraction.empty()) hist.drain_values(block + r * m, by_division);
+            if (table == nullptr) hist.drain_values(block + r * m, by_division);
             else hist.drain_values(block + r * m, by_table);
           }
           for (int64_t u = 0; u < m; ++u)
