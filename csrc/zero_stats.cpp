@@ -462,12 +462,53 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
   for (int64_t i = 0; i < k; ++i) counts[i] += zeros[index[i]];
 }
 
-inline int64_t key64(float w) { return abs_key(static_cast<double>(w)); }
-inline int64_t key64(double w) { return abs_key(w); }
+// Radix-select keys: float32 bits without the sign when every array is float32 (32-bit keys),
+// else the float64 key of the value (float32 widened exactly).
+inline uint32_t select_key32(float w) { return static_cast<uint32_t>(abs_key(w)); }
+inline uint64_t select_key64(float w) { return static_cast<uint64_t>(abs_key(static_cast<double>(w))); }
+inline uint64_t select_key64(double w) { return static_cast<uint64_t>(abs_key(w)); }
 
-// Calls f(key64) for every element of every span, split across threads; f gets the thread's slot.
-template <class F>
-void for_each_key(const std::vector<WeightSpan>& spans, int nt, F&& f) {
+template <class UKey>
+inline UKey select_key(float w) {
+  if constexpr (sizeof(UKey) == 4) return select_key32(w);
+  else return select_key64(w);
+}
+template <class UKey>
+inline UKey select_key(double w) { return static_cast<UKey>(select_key64(w)); }
+
+// One radix-select digit: which bits of the key are already fixed, and which are counted.
+template <class UKey>
+struct Digit {
+  int high_shift;  // key >> high_shift must equal `fixed`
+  UKey fixed;
+  int shift;  // the digit is (key >> shift) & mask
+  UKey mask;
+};
+
+// hist[d] += number of elements of p[0..n) whose key has the fixed bits and digit d; four
+// interleaved copies (stride apart), as most keys share a few digits.
+template <class UKey, class T>
+void count_digits(const T* __restrict p, int64_t n, const Digit<UKey> d, int64_t* __restrict hist,
+                  int64_t stride) {
+  int64_t* __restrict h[4] = {hist, hist + stride, hist + 2 * stride, hist + 3 * stride};
+  for (int64_t i = 0; i < n; ++i) {
+    const UKey key = select_key<UKey>(p[i]);
+    if ((key >> d.high_shift) == d.fixed) ++h[i & 3][(key >> d.shift) & d.mask];
+  }
+}
+
+// Appends to `out` the keys of p[0..n) that have the fixed bits.
+template <class UKey, class T>
+void gather_keys(const T* __restrict p, int64_t n, const Digit<UKey> d, std::vector<UKey>& out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const UKey key = select_key<UKey>(p[i]);
+    if ((key >> d.high_shift) == d.fixed) out.push_back(key);
+  }
+}
+
+// Calls f(slot, p, n) on chunks of every span, split across threads (slot = thread number).
+template <class UKey, class F>
+void for_each_chunk(const std::vector<WeightSpan>& spans, int nt, const F f) {
   for (const WeightSpan& s : spans) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t c0 = 0; c0 < s.size; c0 += kChunk) {
@@ -475,16 +516,60 @@ void for_each_key(const std::vector<WeightSpan>& spans, int nt, F&& f) {
 #ifdef _OPENMP
       slot = omp_get_thread_num();
 #endif
-      const int64_t c1 = std::min(s.size, c0 + kChunk);
-      if (s.dtype == DType::F32) {
-        const float* p = static_cast<const float*>(s.data);
-        for (int64_t i = c0; i < c1; ++i) f(slot, key64(p[i]));
-      } else {
-        const double* p = static_cast<const double*>(s.data);
-        for (int64_t i = c0; i < c1; ++i) f(slot, key64(p[i]));
-      }
+      const int64_t n = std::min(kChunk, s.size - c0);
+      if (s.dtype == DType::F32) f(slot, static_cast<const float*>(s.data) + c0, n);
+      else if constexpr (sizeof(UKey) == 8) f(slot, static_cast<const double*>(s.data) + c0, n);
     }
   }
+}
+
+// The rank-th smallest key (0-based) over all spans. Radix select: fix the key's bits from the
+// top, 11 at a time, until the weights sharing the fixed prefix are few enough to select among
+// directly.
+template <class UKey>
+UKey radix_select(const std::vector<WeightSpan>& spans, int64_t rank, int64_t total, int nt) {
+  constexpr int kKeyBits = 8 * sizeof(UKey);
+  constexpr int kDigitBits = 11;
+  constexpr int64_t kBins = int64_t{1} << kDigitBits;
+  constexpr int64_t kGatherMax = int64_t{1} << 22;
+  UKey prefix = 0;
+  int fixed = 1;  // the sign bit of a key is always 0
+  int64_t candidates = total;
+  while (candidates > kGatherMax && fixed < kKeyBits) {
+    const int bits = std::min(kDigitBits, kKeyBits - fixed);
+    const Digit<UKey> d{kKeyBits - fixed, prefix, kKeyBits - fixed - bits,
+                        static_cast<UKey>((UKey{1} << bits) - 1)};
+    std::vector<int64_t> counts(static_cast<size_t>(nt * 4 * kBins), 0);  // 4 copies per thread
+    int64_t* const hist = counts.data();
+    for_each_chunk<UKey>(spans, nt, [hist, d](int slot, const auto* p, int64_t n) {
+      count_digits<UKey>(p, n, d, hist + slot * 4 * kBins, kBins);
+    });
+    UKey digit = 0;
+    for (;; ++digit) {
+      int64_t in_bin = 0;
+      for (int64_t copy = 0; copy < nt * 4; ++copy) in_bin += hist[copy * kBins + digit];
+      if (rank < in_bin) {
+        candidates = in_bin;
+        break;
+      }
+      rank -= in_bin;
+    }
+    prefix = static_cast<UKey>((prefix << bits) | digit);
+    fixed += bits;
+  }
+  if (fixed == kKeyBits) return prefix;
+
+  const Digit<UKey> d{kKeyBits - fixed, prefix, 0, 0};
+  std::vector<std::vector<UKey>> found(static_cast<size_t>(nt));
+  std::vector<UKey>* const found_by_slot = found.data();
+  for_each_chunk<UKey>(spans, nt, [found_by_slot, d](int slot, const auto* p, int64_t n) {
+    gather_keys<UKey>(p, n, d, found_by_slot[slot]);
+  });
+  std::vector<UKey> keys;
+  keys.reserve(static_cast<size_t>(candidates));
+  for (auto& f : found) keys.insert(keys.end(), f.begin(), f.end());
+  std::nth_element(keys.begin(), keys.begin() + rank, keys.end());
+  return keys[static_cast<size_t>(rank)];
 }
 
 }  // namespace
@@ -524,58 +609,20 @@ void add_zero_counts(WeightSpan w, const double* t, int64_t k, int64_t* counts, 
 
 int64_t kth_smallest_abs_key(const std::vector<WeightSpan>& spans, int64_t rank, int threads) {
   const int nt = thread_count(threads);
-  constexpr int kDigitBits = 16;
-  constexpr int64_t kGatherMax = int64_t{1} << 22;
   int64_t total = 0;
-  for (const WeightSpan& s : spans) total += s.size;
+  bool all_f32 = true;
+  for (const WeightSpan& s : spans) {
+    total += s.size;
+    all_f32 = all_f32 && s.dtype == DType::F32;
+  }
   if (rank < 0 || rank >= total)
     throw InputError("rank " + std::to_string(rank) + " is outside the " + std::to_string(total) +
                      " weights");
-
-  // Radix select: fix the key's bits from the top, 16 at a time, until the weights that share the
-  // fixed prefix are few enough to select among directly.
-  uint64_t prefix = 0;
-  int fixed = 1;  // the sign bit of a key is always 0
-  int64_t candidates = total;
-  while (candidates > kGatherMax && fixed < 64) {
-    const int bits = std::min(kDigitBits, 64 - fixed);
-    const int shift = 64 - fixed - bits;
-    const int high_shift = 64 - fixed;
-    const uint64_t mask = (uint64_t{1} << bits) - 1;
-    std::vector<int64_t> counts(static_cast<size_t>(nt) << bits, 0);  // one histogram per thread
-    int64_t* const hist = counts.data();
-    const uint64_t fixed_bits = prefix;
-    for_each_key(spans, nt, [hist, bits, shift, high_shift, fixed_bits, mask](int slot, int64_t key) {
-      const uint64_t u = static_cast<uint64_t>(key);
-      if ((u >> high_shift) == fixed_bits) ++hist[(static_cast<size_t>(slot) << bits) + ((u >> shift) & mask)];
-    });
-    uint64_t digit = 0;
-    for (;; ++digit) {
-      int64_t in_bin = 0;
-      for (int s = 0; s < nt; ++s) in_bin += hist[(static_cast<size_t>(s) << bits) + digit];
-      if (rank < in_bin) {
-        candidates = in_bin;
-        break;
-      }
-      rank -= in_bin;
-    }
-    prefix = (prefix << bits) | digit;
-    fixed += bits;
-  }
-  if (fixed == 64) return static_cast<int64_t>(prefix);
-
-  const int high_shift = 64 - fixed;
-  std::vector<std::vector<int64_t>> found(static_cast<size_t>(nt));
-  std::vector<int64_t>* const found_by_slot = found.data();
-  const uint64_t fixed_bits = prefix;
-  for_each_key(spans, nt, [found_by_slot, high_shift, fixed_bits](int slot, int64_t key) {
-    if ((static_cast<uint64_t>(key) >> high_shift) == fixed_bits) found_by_slot[slot].push_back(key);
-  });
-  std::vector<int64_t> keys;
-  keys.reserve(static_cast<size_t>(candidates));
-  for (auto& f : found) keys.insert(keys.end(), f.begin(), f.end());
-  std::nth_element(keys.begin(), keys.begin() + rank, keys.end());
-  return keys[static_cast<size_t>(rank)];
+  if (!all_f32) return static_cast<int64_t>(radix_select<uint64_t>(spans, rank, total, nt));
+  const uint32_t key = radix_select<uint32_t>(spans, rank, total, nt);
+  float value;
+  memcpy(&value, &key, sizeof value);
+  return abs_key(static_cast<double>(value));
 }
 
 int64_t rank_for_sparsity(int64_t total, int64_t finite, double sparsity) {
