@@ -118,16 +118,20 @@ def test_threshold_for_sparsity_inverts_the_curve(sparsity):
         assert stats.sparsity_curve(weights, [below[-1]])[0] < sparsity
 
 
-def test_threshold_for_sparsity_on_many_weights_uses_radix_select():
-    # More weights than the direct-selection limit, with heavy ties.
+@pytest.mark.parametrize("dtypes", [(np.float32,), (np.float64,), (np.float32, np.float64)], ids=str)
+def test_threshold_for_sparsity_on_many_weights_uses_radix_select(dtypes):
+    # More weights than the direct-selection limit, with heavy ties; 32-bit keys when every array
+    # is float32, 64-bit keys otherwise.
     rng = np.random.default_rng(6)
-    w = rng.choice(np.float32([0, 1e-3, 2e-3, 0.5, 0.7]), size=5_000_000).astype(np.float32)
-    w[::7] *= rng.standard_normal(w[::7].shape).astype(np.float32)
+    weights = []
+    for dtype in dtypes:
+        w = rng.choice(np.float32([0, 1e-3, 2e-3, 0.5, 0.7]), size=5_000_000).astype(dtype)
+        w[::7] *= rng.standard_normal(w[::7].shape).astype(dtype)
+        weights.append(w)
+    mags = np.sort(np.concatenate([np.abs(w.astype(np.float64)) for w in weights]))
     for s in [0.1, 0.42, 0.9]:
-        t = stats.threshold_for_sparsity([w], s)
-        mags = np.sort(np.abs(w.astype(np.float64)))
-        k = int(np.ceil(s * w.size))
-        assert t == mags[k - 1]
+        t = stats.threshold_for_sparsity(weights, s)
+        assert t == mags[int(np.ceil(s * mags.size)) - 1]
 
 
 # ---- edge cases ----
