@@ -1,9 +1,9 @@
 // CPU kernels for zero-fraction statistics (OpenMP across rows or chunks).
 //
-// A sweep over K thresholds reads each weight once: the weight's key is mapped to j, the number
-// of distinct threshold keys below it, through a bucket table over the thresholds' key range
-// (a shift, one table load and at most a few compares), and j is counted in a per-row histogram;
-// the prefix sums of the histogram give the zero counts at every threshold.
+// A sweep over K thresholds reads each weight once: the weight's bits are mapped to j, the number
+// of distinct threshold keys below it, through a bucket table (KeyIndex: one load and one add in
+// the usual case), and j is counted in a per-row histogram; the prefix sums of the histogram give
+// the zero counts at every threshold.
 #include "zero_stats.h"
 
 #include <algorithm>
@@ -462,19 +462,15 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
   for (int64_t i = 0; i < k; ++i) counts[i] += zeros[index[i]];
 }
 
-// Radix-select keys: float32 bits without the sign when every array is float32 (32-bit keys),
-// else the float64 key of the value (float32 widened exactly).
-inline uint32_t select_key32(float w) { return static_cast<uint32_t>(abs_key(w)); }
-inline uint64_t select_key64(float w) { return static_cast<uint64_t>(abs_key(static_cast<double>(w))); }
-inline uint64_t select_key64(double w) { return static_cast<uint64_t>(abs_key(w)); }
-
+// Radix-select keys: a float32's bits without the sign when every array is float32 (32-bit
+// keys), else the float64 key of the value (float32 widened exactly).
 template <class UKey>
 inline UKey select_key(float w) {
-  if constexpr (sizeof(UKey) == 4) return select_key32(w);
-  else return select_key64(w);
+  if constexpr (sizeof(UKey) == 4) return static_cast<UKey>(abs_key(w));
+  else return static_cast<UKey>(abs_key(static_cast<double>(w)));
 }
 template <class UKey>
-inline UKey select_key(double w) { return static_cast<UKey>(select_key64(w)); }
+inline UKey select_key(double w) { return static_cast<UKey>(abs_key(w)); }
 
 // One radix-select digit: which bits of the key are already fixed, and which are counted.
 template <class UKey>

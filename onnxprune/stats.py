@@ -78,7 +78,7 @@ def _cuda_array(w: Any, name: str) -> _CudaArray:
     contiguous = iface.get("strides") is None or iface["strides"] == _c_strides(
         iface["shape"], int(iface["typestr"][2:])
     )
-    if iface["typestr"] in ("<f2",) or not contiguous:
+    if iface["typestr"] == "<f2" or not contiguous:
         if not (hasattr(w, "float") and hasattr(w, "contiguous")):
             raise ValueError(
                 f"{name} must be a C-contiguous float32 or float64 CUDA array; "
