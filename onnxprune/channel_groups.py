@@ -1,0 +1,478 @@
+"""Channel-group analysis: which channels of an ONNX CNN can be removed together, and where.
+
+The graph is walked once in order. Every channel that a layer creates (a Conv/Gemm/MatMul output
+channel) is an *element*; pad channels (Pad on the channel axis) and channels of the graph's own
+inputs are elements too. Each tracked tensor gets a *layout*: for each position of its channel
+axis (axis 1), the element there. Op rules (`onnxprune.op_rules`) say how layouts flow through a
+node, which parameter axes follow them (producers, followers, consumers) and when channels must be
+*tied* (a residual Add joins two channels into one removable unit) or *pinned* (an op without a
+rule, a graph output, a Transpose that moves the channel axis: never guess).
+
+A union-find over ties gives *classes* (the units of removal) and, over the spaces they touch,
+*groups* (`ChannelGroup`): plain data with the parameter slices of each class, expressed as
+`IndexMap`s from the group's classes to positions on the parameter's axis.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.index_maps import IndexMap
+from onnxprune.model_io import InputError, load_model
+
+__all__ = ["ChannelAnalysis", "ChannelGroup", "ElementKind", "ParamSlice", "analyze_channels"]
+
+
+class ElementKind(IntEnum):
+    """What made a channel: a layer (removable when its filters qualify), a constant pad channel
+    (removable with whatever it is tied to), or a channel nobody may change (a graph input)."""
+
+    LAYER = 0
+    PAD = 1
+    FIXED = 2
+
+
+@dataclass(frozen=True, eq=False)
+class ParamSlice:
+    """One axis of one constant tensor that follows a group's channels.
+
+    role: "producer" (makes the channel: conv weight axis 0, its bias), "follower" (moves with it:
+    BatchNorm statistics, PRelu slopes, per-channel constants, depthwise filters) or "consumer"
+    (reads it: conv weight axis 1, Gemm/MatMul rows). `index_map` sends class k of the group to
+    its positions on `axis` of `tensor`."""
+
+    role: str
+    node: str
+    tensor: str
+    axis: int
+    index_map: IndexMap
+
+
+@dataclass(eq=False)
+class ChannelGroup:
+    """Channels that can only change together, with everything that must change with them."""
+
+    name: str
+    size: int  # removable units (classes); tied channels count once
+    producer_nodes: list[str]
+    producers: list[ParamSlice] = field(default_factory=list)
+    followers: list[ParamSlice] = field(default_factory=list)
+    consumers: list[ParamSlice] = field(default_factory=list)
+    pinned_by: list[str] = field(default_factory=list)
+    # Per class: True where the class holds a pad channel (a constant that needs no filter).
+    has_pad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # Per class: True where it holds a channel nobody may remove (a graph input's channel).
+    has_fixed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.pinned_by)
+
+
+@dataclass(frozen=True)
+class ChannelEdit:
+    """A node whose attributes or constant inputs count channels (Reshape shape, Split sizes,
+    Slice bounds, Pad amounts, Resize sizes): the surgery rewrites them from the kept positions."""
+
+    node: str
+    kind: str
+    inputs: tuple[str, ...]  # tracked input tensors the edit reads positions of
+    detail: tuple = ()
+
+
+@dataclass(frozen=True)
+class ValueStep:
+    """How a node carries the values of removed channels, for bias compensation and exactness:
+    `kind` is "layer" (a new space; constant when the filter is all zero), "depthwise", "eval"
+    (elementwise: evaluate the node on per-channel vectors), "gather" (positions copied from
+    inputs: pooling, Concat, Slice, Pad, Flatten), "reduce" (values mix across channels: exact
+    only when the removed channels are zero)."""
+
+    node: str
+    kind: str
+    detail: tuple = ()
+
+
+class ChannelAnalysis:
+    """The analysis state the op rules write into, and its result (`groups`).
+
+    Rules call `layout`, `set_layout`, `new_layer_channels`, `new_pad_channels`, `tie`,
+    `add_slice`, `pin`, `add_edit` and `add_value_step`; `finish()` builds the groups."""
+
+    def __init__(self, model: onnx.ModelProto, graph: gs.Graph) -> None:
+        self.model = model
+        self.graph = graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.layouts: dict[str, np.ndarray] = {}
+        self._parent: list[int] = []
+        self._kind: list[int] = []
+        self._space: list[int] = []  # element -> space id
+        self._space_parent: list[int] = []
+        self._space_node: list[str] = []  # node that made the space ("" for graph inputs)
+        self._space_kind: list[int] = []
+        self.pad_values: dict[int, float] = {}  # pad element -> its constant value
+        self._raw_slices: list[tuple[str, str, str, int, np.ndarray]] = []
+        self._pins: list[tuple[np.ndarray, str]] = []
+        self.edits: list[ChannelEdit] = []
+        self.value_steps: list[ValueStep] = []
+        self.groups: list[ChannelGroup] = []
+        self.element_class: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.class_group: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.class_index: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._producer_ops: dict[str, str] = {}
+        self._folded: dict[str, np.ndarray | None] = {}
+        self.opset_imports = list(model.opset_import)
+        self._tensors: dict[str, gs.Tensor] | None = None
+        self.unnamed: set[str] = set()  # nodes named here (for messages); the output keeps them unnamed
+
+    # ----- what the rules read -------------------------------------------------------------
+    def layout(self, tensor: gs.Tensor) -> np.ndarray | None:
+        """Elements on the channel axis of `tensor`, or None when its channels are not tracked."""
+        return self.layouts.get(tensor.name)
+
+    @staticmethod
+    def shape(tensor: gs.Tensor) -> tuple | None:
+        if isinstance(tensor, gs.Constant):
+            return tuple(tensor.shape)
+        return tuple(tensor.shape) if tensor.shape is not None else None
+
+    def rank(self, tensor: gs.Tensor) -> int | None:
+        shape = self.shape(tensor)
+        return len(shape) if shape is not None else None
+
+    def constant(self, tensor: gs.Tensor | None) -> np.ndarray | None:
+        """The value of an initializer, a Constant node's output, or a small tensor computed from
+        constants only (the pads or slice bounds exporters build from Shape/Concat/...); None for
+        tensors that depend on the graph's inputs."""
+        if tensor is None:
+            return None
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values)
+        if tensor.name not in self._folded:
+            self._folded[tensor.name] = _fold(tensor, self.opset_imports)
+        return self._folded[tensor.name]
+
+    def tensor(self, name: str) -> gs.Tensor:
+        """The graph's tensor called `name`."""
+        if self._tensors is None:
+            self._tensors = self.graph.tensors()
+        return self._tensors[name]
+
+    # ----- what the rules write ------------------------------------------------------------
+    def set_layout(self, tensor: gs.Tensor, layout: np.ndarray) -> None:
+        self.layouts[tensor.name] = np.asarray(layout, dtype=np.int64)
+
+    def _new_elements(self, count: int, kind: ElementKind, node: str) -> np.ndarray:
+        space = len(self._space_parent)
+        self._space_parent.append(space)
+        self._space_node.append(node)
+        self._space_kind.append(int(kind))
+        start = len(self._parent)
+        self._parent.extend(range(start, start + count))
+        self._kind.extend([int(kind)] * count)
+        self._space.extend([space] * count)
+        return np.arange(start, start + count, dtype=np.int64)
+
+    def new_layer_channels(self, node: gs.Node, count: int) -> np.ndarray:
+        """`count` new channels made by the layer `node` (a Conv, Gemm or MatMul output)."""
+        self._producer_ops[node.name] = node.op
+        return self._new_elements(count, ElementKind.LAYER, node.name)
+
+    def new_pad_channels(self, node: gs.Node, count: int, value: float) -> np.ndarray:
+        """`count` constant channels added by the Pad `node`."""
+        elements = self._new_elements(count, ElementKind.PAD, node.name)
+        for e in elements:
+            self.pad_values[int(e)] = value
+        return elements
+
+    def new_fixed_channels(self, name: str, count: int) -> np.ndarray:
+        """Channels nobody may remove (a graph input's, or an untracked tensor's joined by Concat)."""
+        return self._new_elements(count, ElementKind.FIXED, "")
+
+    def tie(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Position-wise: channel a[i] and channel b[i] can only be removed together."""
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            rx, ry = self._find(x), self._find(y)
+            if rx != ry:
+                self._parent[max(rx, ry)] = min(rx, ry)
+            sx, sy = self._find_space(self._space[x]), self._find_space(self._space[y])
+            if sx != sy:
+                self._space_parent[max(sx, sy)] = min(sx, sy)
+
+    def add_slice(self, role: str, node: gs.Node, tensor: gs.Tensor, axis: int, layout: np.ndarray) -> None:
+        """Axis `axis` of the constant `tensor` (an input of `node`) follows the channels `layout`."""
+        shape = self.shape(tensor)
+        if shape is None or axis >= len(shape) or shape[axis] != len(layout):
+            raise AssertionError(f"{node.name}: {tensor.name} axis {axis} {shape} does not match {len(layout)} channels")
+        self._raw_slices.append((role, node.name, tensor.name, axis, np.asarray(layout, dtype=np.int64)))
+
+    def pin(self, layout: np.ndarray | None, reason: str) -> None:
+        """The groups of these channels must not change, because of `reason` (one short sentence)."""
+        if layout is not None and len(layout):
+            self._pins.append((np.asarray(layout, dtype=np.int64), reason))
+
+    def pin_inputs(self, node: gs.Node, reason: str) -> None:
+        for tensor in node.inputs:
+            self.pin(self.layout(tensor), reason)
+
+    def add_edit(self, node: gs.Node, kind: str, inputs: tuple[str, ...], detail: tuple = ()) -> None:
+        self.edits.append(ChannelEdit(node.name, kind, inputs, detail))
+
+    def add_value_step(self, node: gs.Node, kind: str, detail: tuple = ()) -> None:
+        self.value_steps.append(ValueStep(node.name, kind, detail))
+
+    # ----- union-find ----------------------------------------------------------------------
+    def _find(self, x: int) -> int:
+        parent = self._parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def _find_space(self, s: int) -> int:
+        parent = self._space_parent
+        root = s
+        while parent[root] != root:
+            root = parent[root]
+        while parent[s] != root:
+            parent[s], s = root, parent[s]
+        return root
+
+    # ----- result --------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Turn elements, ties, slices and pins into `groups` (in graph order of their layers)."""
+        n = len(self._parent)
+        roots = np.array([self._find(e) for e in range(n)], dtype=np.int64)
+        space = np.asarray(self._space, dtype=np.int64)
+        space_root = np.array([self._find_space(s) for s in range(len(self._space_parent))], dtype=np.int64)
+        kind = np.asarray(self._kind, dtype=np.int64)
+        # Classes numbered by their smallest element, grouped by the root of their space.
+        class_roots, element_class = np.unique(roots, return_inverse=True)
+        element_class = element_class.astype(np.int64)
+        class_space = space_root[space[class_roots]]
+        group_roots = np.unique(class_space)
+        group_of_root = {int(r): i for i, r in enumerate(group_roots)}
+        class_group = np.array([group_of_root[int(s)] for s in class_space], dtype=np.int64)
+        class_index = np.zeros(len(class_roots), dtype=np.int64)
+        counts = np.zeros(len(group_roots), dtype=np.int64)
+        for c, g in enumerate(class_group.tolist()):
+            class_index[c] = counts[g]
+            counts[g] += 1
+        self.element_class, self.class_group, self.class_index = element_class, class_group, class_index
+
+        groups: list[ChannelGroup] = []
+        for g, root in enumerate(group_roots.tolist()):
+            member_spaces = np.nonzero(space_root == root)[0]
+            nodes = [self._space_node[s] for s in member_spaces if self._space_kind[s] == ElementKind.LAYER]
+            name = nodes[0] if nodes else (self._space_node[member_spaces[0]] or f"fixed:{root}")
+            classes = np.nonzero(class_group == g)[0]
+            members = np.isin(element_class, classes)
+            has_pad = np.zeros(len(classes), dtype=bool)
+            has_fixed = np.zeros(len(classes), dtype=bool)
+            has_pad[class_index[element_class[members & (kind == ElementKind.PAD)]]] = True
+            has_fixed[class_index[element_class[members & (kind == ElementKind.FIXED)]]] = True
+            groups.append(ChannelGroup(name, len(classes), nodes, has_pad=has_pad, has_fixed=has_fixed))
+
+        for role, node, tensor, axis, layout in self._raw_slices:
+            cls = element_class[layout]
+            for g in np.unique(class_group[cls]).tolist():
+                index_map = _index_map(class_index[cls], class_group[cls] == g, groups[g].size, len(layout))
+                sl = ParamSlice(role, node, tensor, axis, index_map)
+                {"producer": groups[g].producers, "follower": groups[g].followers,
+                 "consumer": groups[g].consumers}[role].append(sl)  # fmt: skip
+        for layout, reason in self._pins:
+            for g in np.unique(class_group[element_class[layout]]).tolist():
+                if reason not in groups[g].pinned_by:
+                    groups[g].pinned_by.append(reason)
+        _pin_shared_constants(groups, self._raw_slices, self.graph)
+        # Groups without any layer channel (graph inputs, pads alone) are nothing to prune.
+        self.groups = [g for g in groups if g.producer_nodes]
+        self._all_groups = groups
+
+    def group_index(self) -> dict[str, int]:
+        """Position in `_all_groups` of each reported group, by name."""
+        return {g.name: i for i, g in enumerate(self._all_groups) if g.producer_nodes}
+
+    def producer_op(self, node_name: str) -> str:
+        return self._producer_ops.get(node_name, "")
+
+
+_FOLD_LIMIT = 64  # nodes; constant subgraphs that exporters build for shapes are small
+
+
+def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
+    """Evaluate `tensor` with onnx's reference evaluator when everything it depends on is a
+    constant (and Shape nodes read only constants); None otherwise."""
+    nodes: list[gs.Node] = []
+    seen: set[str] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, gs.Constant) or t.name in seen:
+            continue
+        seen.add(t.name)
+        if len(t.inputs) != 1 or len(nodes) >= _FOLD_LIMIT:
+            return None  # a graph input, or too much to be a shape computation
+        node = t.inputs[0]
+        if node.op == "Constant":
+            nodes.append(node)
+            continue
+        if node.domain not in ("", "ai.onnx", None) or node.attrs.get("__subgraph__"):
+            return None
+        nodes.append(node)
+        stack.extend(i for i in node.inputs if i.name)
+    from onnx.reference import ReferenceEvaluator
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+    unique = list({id(n): n for n in nodes}.values())
+    constants = {i.name: i for n in unique for i in n.inputs if isinstance(i, gs.Constant)}
+    if any(c.values.size > 4096 for c in constants.values()):
+        return None
+    try:
+        # Nodes were found walking backwards; a reversed DFS finish order is not always a valid
+        # order, so sort them: a node comes after every node making its inputs.
+        ordered, done = [], {c for c in constants}
+        pending = unique[::-1]
+        while pending:
+            ready = [n for n in pending if all(not i.name or i.name in done for i in n.inputs)]
+            if not ready:
+                return None
+            for n in ready:
+                ordered.append(n)
+                done.update(o.name for o in n.outputs)
+            pending = [n for n in pending if n not in ready]
+        proto = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [OnnxExporter.export_node(n) for n in ordered], "fold", [],
+                [onnx.ValueInfoProto(name=tensor.name)],
+                [onnx.numpy_helper.from_array(np.asarray(c.values), c.name) for c in constants.values()],
+            ),
+            opset_imports=opset_imports,
+        )  # fmt: skip
+        return np.asarray(ReferenceEvaluator(proto).run(None, {})[0])
+    except Exception:  # noqa: BLE001 - anything the evaluator cannot run is simply not a constant
+        return None
+
+
+def _index_map(class_idx: np.ndarray, mask: np.ndarray, size: int, axis_len: int) -> IndexMap:
+    """Map class k -> the positions (where `mask`) whose class index is k."""
+    positions = np.nonzero(mask)[0]
+    classes = class_idx[positions]
+    order = np.argsort(classes, kind="stable")
+    classes, positions = classes[order], positions[order]
+    counts = np.bincount(classes, minlength=size)
+    width = max(int(counts.max(initial=0)), 1)
+    table = np.full((size, width), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    col = np.arange(len(classes)) - starts[classes]
+    table[classes, col] = positions
+    return IndexMap(table, axis_len)
+
+
+def _pin_shared_constants(groups: list[ChannelGroup], raw_slices, graph: gs.Graph) -> None:
+    """A constant that two nodes read, or that is sliced for two different groups on one axis,
+    cannot be cut for one of them alone: pin every group that would slice it."""
+    readers: dict[str, set[str]] = {}
+    for node in graph.nodes:
+        for t in node.inputs:
+            readers.setdefault(t.name, set()).add(node.name)
+    for g in groups:
+        for sl in (*g.producers, *g.followers, *g.consumers):
+            if len(readers.get(sl.tensor, ())) > 1:
+                reason = f"constant {sl.tensor} is shared by nodes {', '.join(sorted(readers[sl.tensor]))}"
+                if reason not in g.pinned_by:
+                    g.pinned_by.append(reason)
+
+
+def analyze_channels(model: onnx.ModelProto | str | os.PathLike) -> ChannelAnalysis:
+    """Load (if a path), infer shapes and analyse the channel groups of `model`."""
+    from onnxprune import op_rules
+
+    proto = load_model(model)
+    graph = import_graph(proto)
+    analysis = ChannelAnalysis(proto, graph)
+    analysis.unnamed = name_unnamed_nodes(graph)
+    for tensor in graph.inputs:
+        shape = analysis.shape(tensor)
+        if shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
+            analysis.set_layout(tensor, analysis.new_fixed_channels(tensor.name, shape[1]))
+    for node in graph.nodes:
+        op_rules.apply(analysis, node)
+    for tensor in graph.outputs:
+        analysis.pin(analysis.layout(tensor), f"feeds graph output {tensor.name}")
+    analysis.finish()
+    return analysis
+
+
+def name_unnamed_nodes(graph: gs.Graph) -> set[str]:
+    """Give each unnamed node its first output's name, so messages and groups can name it; returns
+    those names (the surgery clears them again: the output keeps the input's node names)."""
+    used = {n.name for n in graph.nodes if n.name}
+    named = set()
+    for node in graph.nodes:
+        if not node.name:
+            name = node.outputs[0].name if node.outputs else node.op
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+            named.add(name)
+    return named
+
+
+def import_graph(proto: onnx.ModelProto) -> gs.Graph:
+    """The model as an onnx-graphsurgeon graph with inferred shapes on its tensors. Shapes come
+    from inference on a copy whose large weights are left out (inference reads only their dims)."""
+    inferred = onnx.shape_inference.infer_shapes(_skeleton(proto), data_prop=True)
+    shapes = {}
+    for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim
+            ]
+        shapes.setdefault(info.name, None)
+    dtypes = {i.name: i.type.tensor_type.elem_type for i in inferred.graph.value_info if i.type.HasField("tensor_type")}
+    graph = gs.import_onnx(proto)
+    for name, tensor in graph.tensors().items():
+        if isinstance(tensor, gs.Variable) and tensor.shape is None and shapes.get(name) is not None:
+            tensor.shape = shapes[name]
+            if tensor.dtype is None and dtypes.get(name):
+                tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(dtypes[name])
+    return graph
+
+
+def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `proto` whose large float initializers are graph inputs of the same type and
+    shape: shape inference reads only their dims, and copying 500 MB of weights costs seconds."""
+    skeleton = onnx.ModelProto(
+        ir_version=proto.ir_version, opset_import=proto.opset_import, functions=proto.functions
+    )
+    g, src = skeleton.graph, proto.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if t.data_type in _FLOAT_TYPES and _elements(t) > 1024:
+            if t.name not in inputs:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return skeleton
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def _elements(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims, dtype=np.int64))

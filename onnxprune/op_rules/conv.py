@@ -1,0 +1,90 @@
+"""Conv and ConvTranspose: a plain conv reads one channel space (weight axis 1) and makes a new
+one (weight axis 0 and bias); a depthwise conv keeps its input's channels (its filters follow
+them); other grouped convs pin, since removing channels must keep every group the same size."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:
+    from onnxprune.channel_groups import ChannelAnalysis
+
+LAYER_OPS = ("Conv", "ConvTranspose")
+
+
+def zero_padded(node: gs.Node, kernel: tuple[int, ...]) -> bool:
+    """True when the conv or pool reads zero padding at the borders (explicit pads or SAME)."""
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return any(k > 1 for k in kernel)
+    return any(p != 0 for p in node.attrs.get("pads", ()))
+
+
+def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    y = node.outputs[0]
+    weight = a.constant(w)
+    lx = a.layout(x)
+    if weight is None or (b is not None and a.constant(b) is None):
+        a.pin(lx, f"conv {node.name} has computed weights, not constants")
+        return
+    groups = int(node.attrs.get("group", 1))
+    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    in_channels = in_per_group * groups
+    if groups == 1:
+        if lx is not None:
+            a.add_slice("consumer", node, w, 1, lx)
+        out = a.new_layer_channels(node, out_channels)
+        a.add_slice("producer", node, w, 0, out)
+        if b is not None:
+            a.add_slice("producer", node, b, 0, out)
+        a.set_layout(y, out)
+        a.add_value_step(node, "layer")
+    elif in_per_group == 1 and out_channels % in_channels == 0 and lx is not None:
+        # Depthwise: output channel o reads input channel o // m; the filters follow the input.
+        out = np.repeat(lx, out_channels // in_channels)
+        a.add_slice("follower", node, w, 0, out)
+        if b is not None:
+            a.add_slice("follower", node, b, 0, out)
+        a.set_layout(y, out)
+        a.add_edit(node, "group", (x.name,))
+        a.add_value_step(node, "depthwise", (out_channels // in_channels,))
+    else:
+        reason = f"grouped conv {node.name} (group={groups}) must keep equal groups"
+        a.pin(lx, reason)
+        out = a.new_layer_channels(node, out_channels)
+        a.add_slice("producer", node, w, 0, out)
+        a.set_layout(y, out)
+        a.pin(out, reason)
+        a.add_value_step(node, "layer")
+
+
+def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    weight = a.constant(w)
+    lx = a.layout(x)
+    if weight is None or (b is not None and a.constant(b) is None):
+        a.pin(lx, f"conv {node.name} has computed weights, not constants")
+        return
+    groups = int(node.attrs.get("group", 1))
+    if groups != 1 or node.attrs.get("output_shape"):
+        a.pin(lx, f"ConvTranspose {node.name} with group={groups} or a fixed output_shape")
+        return
+    if lx is not None:
+        a.add_slice("consumer", node, w, 0, lx)
+    out = a.new_layer_channels(node, weight.shape[1])
+    a.add_slice("producer", node, w, 1, out)
+    if b is not None:
+        a.add_slice("producer", node, b, 0, out)
+    a.set_layout(node.outputs[0], out)
+    a.add_value_step(node, "layer")
+
+
+RULES = {"Conv": _conv, "ConvTranspose": _conv_transpose}

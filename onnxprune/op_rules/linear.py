@@ -1,0 +1,54 @@
+"""Gemm and MatMul with a constant weight: they read the features of a 2-D input (weight rows, or
+columns when transposed) and make a new feature space (the other weight axis and Gemm's bias)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:
+    from onnxprune.channel_groups import ChannelAnalysis
+
+
+def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, w = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    lx = a.layout(x)
+    weight = a.constant(w)
+    if weight is None or node.attrs.get("transA", 0) or weight.ndim != 2:
+        a.pin(lx, f"Gemm {node.name} has a computed weight or transA=1")
+        return
+    trans_b = int(node.attrs.get("transB", 0))
+    if lx is not None:
+        a.add_slice("consumer", node, w, 1 if trans_b else 0, lx)
+    out = a.new_layer_channels(node, weight.shape[0 if trans_b else 1])
+    a.add_slice("producer", node, w, 0 if trans_b else 1, out)
+    if c is not None:
+        bias = a.constant(c)
+        if bias is None:
+            a.pin(out, f"Gemm {node.name} has a computed bias")
+        elif bias.ndim >= 1 and bias.shape[-1] == len(out) and bias.size == len(out):
+            a.add_slice("producer", node, c, bias.ndim - 1, out)
+        elif bias.size != 1:
+            a.pin(out, f"Gemm {node.name} has a bias of shape {bias.shape} that is not per feature")
+    a.set_layout(node.outputs[0], out)
+    a.add_value_step(node, "layer")
+
+
+def _matmul(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, w = node.inputs
+    lx = a.layout(x)
+    weight = a.constant(w)
+    if weight is None or weight.ndim != 2 or a.rank(x) != 2 or a.rank(node.outputs[0]) != 2:
+        a.pin(lx, f"MatMul {node.name} is not a 2-D input times a constant matrix")
+        return
+    if lx is not None:
+        a.add_slice("consumer", node, w, 0, lx)
+    out = a.new_layer_channels(node, weight.shape[1])
+    a.add_slice("producer", node, w, 1, out)
+    a.set_layout(node.outputs[0], out)
+    a.add_value_step(node, "layer")
+
+
+RULES = {"Gemm": _gemm, "MatMul": _matmul}

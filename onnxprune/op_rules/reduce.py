@@ -1,0 +1,64 @@
+"""Ops that mix values across channels without weights: reductions over the channel axis (the
+sum of squares in SSD's L2Norm), LpNormalization and Softmax over channels. Removing a channel
+leaves them exact only when the channel is zero; the surgery reports the others as approximate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:
+    from onnxprune.channel_groups import ChannelAnalysis
+
+REDUCE = (
+    "ReduceL1", "ReduceL2", "ReduceSum", "ReduceSumSquare", "ReduceMean", "ReduceMax", "ReduceMin",
+    "ReduceProd", "ReduceLogSum", "ReduceLogSumExp",
+)  # fmt: skip
+
+
+def _reduce(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    lx, rank = a.layout(x), a.rank(x)
+    if "axes" in node.attrs:
+        axes = list(node.attrs["axes"])
+    elif len(node.inputs) > 1 and node.inputs[1].name:
+        v = a.constant(node.inputs[1])
+        axes = None if v is None else [int(e) for e in v.reshape(-1)]
+    else:
+        axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank or 0))
+    if axes is None or rank is None:
+        a.pin(lx, f"{node.op} {node.name} reduces computed axes")
+        return
+    axes = [ax + rank if ax < 0 else ax for ax in axes]
+    if 0 in axes:
+        a.pin(lx, f"{node.op} {node.name} reduces the batch axis")
+    elif 1 in axes:
+        a.add_value_step(node, "reduce", (x.name,))  # the output has no channels to track
+    elif node.attrs.get("keepdims", 1):
+        a.set_layout(y, lx)
+        a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
+    else:
+        a.set_layout(y, lx)  # axes >= 2 removed: axis 1 stays
+        a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
+
+
+def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    lx, rank = a.layout(x), a.rank(x)
+    axis = int(node.attrs.get("axis", -1 if node.op != "LpNormalization" else -1))
+    axis = axis + rank if rank is not None and axis < 0 else axis
+    if rank is None or axis == 0 or (node.op != "LpNormalization" and a.opset < 13 and axis <= 1):
+        a.pin(lx, f"{node.op} {node.name} normalises over the batch or flattened axes")
+        return
+    a.set_layout(y, lx)
+    if axis == 1:
+        a.add_value_step(node, "reduce", (x.name,))
+        a.add_value_step(node, "opaque", (y.name,))
+    else:
+        a.add_value_step(node, "eval")
+
+
+RULES = {**{op: _reduce for op in REDUCE}, "LpNormalization": _across_channels, "Softmax": _across_channels,
+         "LogSoftmax": _across_channels}  # fmt: skip

@@ -1,0 +1,270 @@
+"""Filter selection: the global threshold and Algorithm 1 of Singh et al. turn weight statistics
+into a `PrunePlan` (which channels of each group to keep).
+
+Algorithm 1, per layer l in L (graph order) and output channel i, on weights with |w| <= t
+counted as zero: select i when ``sF_i >= s_F``, or when ``s'_F <= sF_i < s_F`` and
+``sG_i >= s_G``, where sF_i is the zero fraction of filter i and sG_i that of every weight of
+the following layers that reads channel i. The statistics of a layer are taken after the layers
+before it lost their channels.
+
+Rules for what the paper does not cover (ours):
+- Tied channels (a residual Add, a depthwise conv between two layers) form one class; a class is
+  removed only when *every* filter that makes it qualifies, all its layers are in L, and it has
+  no channel of a graph input. Pad channels (constants) never block a removal.
+- A group never loses all its channels: the best-kept class stays.
+- `round_to=N` keeps each group's channel count a multiple of N (or the whole group), putting
+  back the selected classes whose filters are least zero.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune import stats
+from onnxprune.channel_groups import ChannelAnalysis, ChannelGroup, ParamSlice
+from onnxprune.model_io import InputError
+
+__all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "select", "threshold_for_sparsity"]
+
+LAYER_OPS = ("Conv", "ConvTranspose")  # the pruned set L by default
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The knobs of Algorithm 1: global threshold t, cut-offs s_F, s'_F, s_G, the pruned set L
+    as globs over node or output names (empty: every Conv/ConvTranspose), and rounding."""
+
+    threshold: float = 0.0
+    sf: float = 0.9
+    sf_low: float = 0.5
+    sg: float = 0.9
+    layers: tuple[str, ...] = ()
+    round_to: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("sf", "sf_low", "sg"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"--{name.replace('_', '-')} must be in [0, 1]; got {value}")
+        if self.sf_low > self.sf:
+            raise InputError(f"--sf-low ({self.sf_low}) must not exceed --sf ({self.sf})")
+        if not self.threshold >= 0.0 or math.isinf(self.threshold):
+            raise InputError(f"--threshold must be a finite number >= 0; got {self.threshold}")
+        if self.round_to < 1:
+            raise InputError(f"--round-to must be >= 1; got {self.round_to}")
+
+
+@dataclass
+class GroupStats:
+    """Per class of one group: the smallest filter zero fraction over its layers (sF), the zero
+    fraction of what reads it (sG, NaN when nothing with weights reads it), and the decision."""
+
+    name: str
+    sf: np.ndarray
+    sg: np.ndarray
+    keep: np.ndarray
+    in_layers: bool
+
+
+@dataclass
+class PrunePlan:
+    """Keep masks per group, with the criteria that chose them. Serialises to JSON; a plan made
+    for one model applies to the same model (groups are matched by name and size)."""
+
+    threshold: float
+    criteria: dict
+    keep: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def removed(self) -> dict[str, list[int]]:
+        return {name: np.nonzero(~mask)[0].tolist() for name, mask in self.keep.items()}
+
+    def to_json(self) -> dict:
+        return {
+            "format": "onnxprune-plan",
+            "version": 1,
+            "threshold": self.threshold,
+            "criteria": self.criteria,
+            "groups": [{"name": n, "channels": len(m), "remove": np.nonzero(~m)[0].tolist()} for n, m in self.keep.items()],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PrunePlan:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: not a readable plan file ({err})") from err
+        if not isinstance(data, dict) or data.get("format") != "onnxprune-plan":
+            raise InputError(f"{path}: not an onnxprune plan (made by `onnxprune prune --plan-out`)")
+        keep = {}
+        try:
+            for g in data["groups"]:
+                mask = np.ones(int(g["channels"]), dtype=bool)
+                mask[np.asarray(g["remove"], dtype=np.int64)] = False
+                keep[str(g["name"])] = mask
+            return cls(float(data["threshold"]), dict(data.get("criteria", {})), keep)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise InputError(f"{path}: malformed plan ({err})") from err
+
+
+def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str]:
+    """Names of the layers in L: those matching a glob (node name or an output name), or every
+    Conv/ConvTranspose layer when no glob is given."""
+    layers = {n for g in analysis.groups for n in g.producer_nodes}
+    nodes = {n.name: n for n in analysis.graph.nodes}
+    if not globs:
+        return {n for n in layers if analysis.producer_op(n) in LAYER_OPS}
+    chosen = set()
+    for name in layers:
+        names = [name, *(t.name for t in nodes[name].outputs)] if name in nodes else [name]
+        if any(fnmatch.fnmatchcase(n, glob) for glob in globs for n in names):
+            chosen.add(name)
+    if not chosen:
+        raise InputError(f"--layers {' '.join(globs)} matches no layer; `onnxprune analyze` lists them")
+    return chosen
+
+
+def threshold_for_sparsity(analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = ()) -> float:
+    """The threshold at which a fraction `sparsity` of the weights of the layers in L is zero."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise InputError(f"--sparsity must be in [0, 1]; got {sparsity}")
+    layers = default_layers(analysis, globs)
+    weights = {}
+    for group in analysis.groups:
+        for sl in group.producers:
+            if sl.node in layers and sl.tensor not in weights:
+                w = _weight(analysis, sl)
+                if w.ndim >= 2:
+                    weights[sl.tensor] = w
+    if not weights:
+        raise InputError("no layer to prune: every group is pinned or --layers matches nothing prunable")
+    return float(stats.threshold_for_sparsity(list(weights.values()), sparsity))
+
+
+class _Weights:
+    """Float32 views of the weights and, per (tensor, axis), the positions removed so far."""
+
+    def __init__(self, analysis: ChannelAnalysis) -> None:
+        self.analysis = analysis
+        self.removed: dict[tuple[str, int], np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get(self, sl: ParamSlice) -> np.ndarray:
+        if sl.tensor not in self._cache:
+            self._cache[sl.tensor] = _weight(self.analysis, sl)
+        return self._cache[sl.tensor]
+
+    def zero_counts(self, sl: ParamSlice, threshold: float) -> tuple[np.ndarray, int]:
+        """Zero weights at each position of `sl`'s axis, over what other layers have kept, and
+        how many weights each position has."""
+        w = self.get(sl)
+        other = 1 - sl.axis
+        gone = self.removed.get((sl.tensor, other))
+        if gone is not None and gone.size:
+            w = np.delete(w, gone, axis=other)
+        if sl.axis == 0:
+            fractions = stats.filter_zero_fractions(w, threshold)
+            per = int(np.prod(w.shape[1:], dtype=np.int64))
+        else:
+            fractions = stats.input_channel_zero_fractions(w, threshold)
+            per = int(w.size // max(w.shape[1], 1))
+        return np.rint(np.nan_to_num(fractions) * per), per
+
+    def remove(self, sl: ParamSlice, positions: np.ndarray) -> None:
+        key = (sl.tensor, sl.axis)
+        self.removed[key] = np.union1d(self.removed.get(key, np.zeros(0, dtype=np.int64)), positions)
+
+
+def _weight(analysis: ChannelAnalysis, sl: ParamSlice) -> np.ndarray:
+    w = np.asarray(analysis.constant(analysis.tensor(sl.tensor)))
+    return np.ascontiguousarray(w, dtype=np.float32) if w.dtype != np.float64 else np.ascontiguousarray(w)
+
+
+def _class_fractions(
+    slices: list[ParamSlice], weights: _Weights, threshold: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: zero weights and all weights over the positions of the given slices."""
+    zeros, totals = np.zeros(size), np.zeros(size)
+    for sl in slices:
+        counts, per = weights.zero_counts(sl, threshold)
+        rows = sl.index_map.positions
+        valid = rows >= 0
+        zeros += np.where(valid, counts[np.where(valid, rows, 0)], 0).sum(axis=1)
+        totals += valid.sum(axis=1) * per
+    return zeros, totals
+
+
+def _stat_slices(slices: list[ParamSlice], weights: _Weights) -> list[ParamSlice]:
+    """The weight slices (two or more axes; not biases) of a role."""
+    return [sl for sl in slices if weights.get(sl).ndim >= 2 and sl.axis in (0, 1)]
+
+
+def group_stats(group: ChannelGroup, weights: _Weights, criteria: Criteria, layers: set[str]) -> GroupStats:
+    """Algorithm 1 for one group: sF per producing layer, sG over all readers, the decision."""
+    size = group.size
+    producers = _stat_slices(group.producers, weights)
+    qualifies = np.ones(size, dtype=bool)
+    has_layer = np.zeros(size, dtype=bool)
+    in_layers = np.ones(size, dtype=bool)
+    sf_min = np.full(size, np.nan)
+    c_zero, c_total = _class_fractions(_stat_slices(group.consumers, weights), weights, criteria.threshold, size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sg = c_zero / c_total
+    for sl in producers:
+        present = (sl.index_map.positions >= 0).any(axis=1)
+        zero, total = _class_fractions([sl], weights, criteria.threshold, size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sf = zero / total
+        ok = (sf >= criteria.sf) | ((sf >= criteria.sf_low) & (sf < criteria.sf) & (sg >= criteria.sg))
+        qualifies &= ~present | ok
+        has_layer |= present
+        in_layers &= ~present | (sl.node in layers)
+        sf_min = np.where(present, np.fmin(sf_min, sf), sf_min)
+    select = qualifies & has_layer & in_layers & ~group.has_fixed
+    if group.pinned:
+        select[:] = False
+    keep = ~select
+    _keep_enough(keep, np.nan_to_num(sf_min, nan=-1.0), criteria.round_to)
+    return GroupStats(group.name, sf_min, sg, keep, bool((has_layer & in_layers).any()))
+
+
+def _keep_enough(keep: np.ndarray, score: np.ndarray, round_to: int) -> None:
+    """Put back selected classes (least zero first) until the group keeps at least one class and
+    a multiple of `round_to` (or all)."""
+    kept = int(keep.sum())
+    target = min(len(keep), max(1, -(-kept // round_to) * round_to)) if len(keep) else 0
+    if kept < target:
+        candidates = np.nonzero(~keep)[0]
+        back = candidates[np.argsort(score[candidates], kind="stable")][: target - kept]
+        keep[back] = True
+
+
+def select(analysis: ChannelAnalysis, criteria: Criteria) -> tuple[PrunePlan, list[GroupStats]]:
+    """Run Algorithm 1 over the groups in graph order; returns the plan and each group's stats."""
+    layers = default_layers(analysis, criteria.layers)
+    weights = _Weights(analysis)
+    plan = PrunePlan(criteria.threshold, asdict(criteria) | {"layers": list(criteria.layers)})
+    report = []
+    for group in analysis.groups:
+        gs_ = group_stats(group, weights, criteria, layers)
+        report.append(gs_)
+        plan.keep[group.name] = gs_.keep
+        for sl in (*group.producers, *group.followers, *group.consumers):
+            rows = sl.index_map.positions[~gs_.keep]
+            if rows.size:
+                weights.remove(sl, rows[rows >= 0])
+    return plan, report

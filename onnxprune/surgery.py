@@ -1,0 +1,478 @@
+"""Surgery: apply a PrunePlan to the analysed graph and return a new, valid ONNX model.
+
+Guarantees (DESIGN.md section 4), checked before returning: same graph inputs and outputs, opset,
+IR version, metadata and node names; `onnx.checker` full check passes. Removed channels whose
+value is the same everywhere (a zero filter outputs its bias; BatchNorm, activations and
+per-channel constants map that to another constant) are folded into the bias of each layer that
+reads them, which is exact for 1x1 convs, Gemm and padding-free convs and approximate only at
+zero-padded borders of larger kernels; each removed channel is reported as `exact`, `folded`
+(exact fold), `folded_border` or `approximate` (its value varied, e.g. a near-zero filter cut at
+a threshold above zero: what fine-tuning is for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.channel_groups import ChannelAnalysis
+from onnxprune.index_maps import removed_positions
+from onnxprune.model_io import InputError
+from onnxprune.op_rules.channel_axis import pad_params
+from onnxprune.op_rules.conv import zero_padded
+from onnxprune.op_rules.reshape import _pieces
+from onnxprune.selection import PrunePlan
+
+__all__ = ["GroupChange", "SurgeryResult", "apply_plan"]
+
+STATUSES = ("exact", "folded", "folded_border", "approximate")
+
+
+@dataclass
+class GroupChange:
+    """What happened to one group: its channel counts and how exactly each removal was made."""
+
+    name: str
+    producers: list[str]
+    channels_before: int
+    channels_after: int
+    pinned_by: list[str]
+    removal: dict[str, int] = field(default_factory=dict)  # status -> removed channels
+
+
+@dataclass
+class SurgeryResult:
+    model: onnx.ModelProto
+    groups: list[GroupChange]
+    changed: bool
+
+
+class _Surgery:
+    def __init__(self, analysis: ChannelAnalysis, plan: PrunePlan) -> None:
+        self.a = analysis
+        self.nodes = {n.name: n for n in analysis.graph.nodes}
+        self.keep_class = np.ones(len(analysis.class_group), dtype=bool)
+        index = analysis.group_index()
+        for name, mask in plan.keep.items():
+            if name not in index:
+                raise InputError(f"the plan names group {name!r}, which this model does not have; "
+                                 "make the plan from this model")  # fmt: skip
+            group = analysis._all_groups[index[name]]
+            if len(mask) != group.size:
+                raise InputError(f"the plan gives group {name!r} {len(mask)} channels; the model has {group.size}")
+            if group.pinned and not mask.all():
+                raise InputError(f"the plan removes channels of group {name!r}, which is pinned ({group.pinned_by[0]})")
+            classes = np.nonzero(analysis.class_group == index[name])[0]
+            self.keep_class[classes[analysis.class_index[classes]]] = mask
+        self.arrays: dict[str, np.ndarray] = {}
+        self.values: dict[str, np.ndarray] = {}
+        self.status = np.zeros(len(self.keep_class), dtype=np.int64)  # index into STATUSES
+        self.new_biases: dict[str, tuple[gs.Node, int, str]] = {}  # const name -> (node, axis, output)
+
+    # ----- helpers -------------------------------------------------------------------------
+    def keep(self, tensor: str) -> np.ndarray:
+        return self.keep_class[self.a.element_class[self.a.layouts[tensor]]]
+
+    def mark(self, tensor: str, positions: np.ndarray, status: str) -> None:
+        classes = self.a.element_class[self.a.layouts[tensor][positions]]
+        self.status[classes] = np.maximum(self.status[classes], STATUSES.index(status))
+
+    def array(self, tensor: gs.Tensor) -> np.ndarray:
+        if tensor.name not in self.arrays:
+            self.arrays[tensor.name] = np.array(self.a.constant(tensor))
+        return self.arrays[tensor.name]
+
+    def value(self, tensor: gs.Tensor) -> np.ndarray:
+        layout = self.a.layout(tensor)
+        return self.values.get(tensor.name, np.full(len(layout) if layout is not None else 0, np.nan))
+
+    # ----- values of removed channels and bias compensation --------------------------------
+    def propagate(self) -> None:
+        for step in self.a.value_steps:
+            node = self.nodes[step.node]
+            getattr(self, f"_step_{step.kind}")(node, step.detail)
+
+    def _step_layer(self, node: gs.Node, detail: tuple) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        w = self.array(node.inputs[1])
+        in_axis, out_axis = {"Conv": (1, 0), "ConvTranspose": (0, 1), "MatMul": (0, 1)}.get(
+            node.op, (1, 0) if node.attrs.get("transB", 0) else (0, 1)
+        )  # fmt: skip
+        if self.a.layout(x) is not None and any(sl_node == node.name for sl_node in self._consumer_nodes()):
+            self._compensate(node, x, w, in_axis, out_axis)
+        keep_out = self.keep(y.name)
+        out = np.full(len(keep_out), np.nan)
+        if (~keep_out).any():
+            kept_in = self.keep(x.name) if self.a.layout(x) is not None and len(self.a.layout(x)) == w.shape[in_axis] else None
+            wk = w if kept_in is None else np.compress(kept_in, w, axis=in_axis)
+            rows = np.moveaxis(wk, out_axis, 0).reshape(wk.shape[out_axis], -1)
+            silent = ~np.any(rows != 0, axis=1)
+            bias = self._bias(node, create=False)
+            base = np.zeros(len(out)) if bias is None else bias.reshape(-1).astype(np.float64)
+            if node.op == "Gemm" and bias is not None:
+                base = base * float(node.attrs.get("beta", 1.0))
+            out = np.where(silent, base if base.size == len(out) else np.broadcast_to(base, out.shape), np.nan)
+        self.values[y.name] = out
+
+    def _consumer_nodes(self) -> set[str]:
+        if not hasattr(self, "_consumers"):
+            self._consumers = {sl.node for g in self.a._all_groups for sl in g.consumers}
+        return self._consumers
+
+    def _compensate(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, in_axis: int, out_axis: int) -> None:
+        """Fold removed input channels of `node` that hold a constant into its bias."""
+        gone = ~self.keep(x.name)
+        if not gone.any():
+            return
+        v = self.value(x)
+        positions = np.nonzero(gone)[0]
+        vals = v[positions]
+        per_position = np.moveaxis(np.take(w, positions, axis=in_axis), (in_axis, out_axis), (0, 1))
+        silent = ~np.any(per_position.reshape(len(positions), -1) != 0, axis=1)
+        const = np.isfinite(vals) & (vals != 0) & ~silent
+        zero = (vals == 0) | silent
+        self.mark(x.name, positions[zero], "exact")
+        varying = ~zero & ~np.isfinite(vals)
+        self.mark(x.name, positions[varying], "approximate")
+        if not const.any():
+            return
+        sums = per_position[const].reshape(int(const.sum()), per_position.shape[1], -1).sum(axis=2)
+        delta = vals[const] @ sums  # per output channel
+        uniform = node.op in ("Gemm", "MatMul") or (
+            node.op == "Conv" and not zero_padded(node, tuple(w.shape[2:]))
+        )  # fmt: skip
+        if node.op == "ConvTranspose" or (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0.0):
+            self.mark(x.name, positions[const], "approximate")
+            return
+        if node.op == "Gemm":
+            delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
+        bias = self._bias(node, create=True)
+        if bias is None:
+            self.mark(x.name, positions[const], "approximate")
+            return
+        bias += delta.reshape(bias.shape).astype(bias.dtype)
+        self.mark(x.name, positions[const], "folded" if uniform else "folded_border")
+
+    def _bias(self, node: gs.Node, create: bool) -> np.ndarray | None:
+        """The working copy of the layer's bias (Conv B, Gemm C, the Add after a MatMul), made
+        with zeros when `create` and the layer has none."""
+        if node.op == "MatMul":
+            users = node.outputs[0].outputs
+            if len(users) == 1 and users[0].op == "Add":
+                other = next((t for t in users[0].inputs if t is not node.outputs[0]), None)
+                value = self.a.constant(other)
+                if value is not None and value.size == node.outputs[0].shape[-1] and value.dtype.kind == "f":
+                    return self.array(other).reshape(-1)
+            return None
+        index = 2
+        if len(node.inputs) > index and node.inputs[index].name:
+            return self.array(node.inputs[index]).reshape(-1) if self.array(node.inputs[index]).size > 1 or not create else self._widen_bias(node)
+        if not create:
+            return None
+        w = self.array(node.inputs[1])
+        out_axis = 1 if node.op == "ConvTranspose" or (node.op == "Gemm" and not node.attrs.get("transB", 0)) else 0
+        name = _unique(self.a, f"{node.name}_bias")
+        const = gs.Constant(name, np.zeros(w.shape[out_axis], dtype=w.dtype))
+        while len(node.inputs) < index:
+            node.inputs.append(gs.Variable.empty())
+        node.inputs.append(const)
+        self.arrays[name] = np.array(const.values)
+        self.new_biases[name] = (node, 0, node.outputs[0].name)
+        return self.arrays[name]
+
+    def _widen_bias(self, node: gs.Node) -> np.ndarray:
+        """A scalar Gemm bias becomes one per output so a per-output correction fits."""
+        old = node.inputs[2]
+        w = self.array(node.inputs[1])
+        m = w.shape[0 if node.attrs.get("transB", 0) else 1]
+        name = _unique(self.a, f"{node.name}_bias")
+        value = np.full(m, self.array(old).reshape(-1)[0], dtype=self.array(old).dtype)
+        const = gs.Constant(name, value)
+        node.inputs[2] = const
+        self.arrays[name] = value
+        self.new_biases[name] = (node, 0, node.outputs[0].name)
+        return value
+
+    def _step_depthwise(self, node: gs.Node, detail: tuple) -> None:
+        (multiplier,) = detail
+        x, y = node.inputs[0], node.outputs[0]
+        w = self.array(node.inputs[1])
+        b = self.array(node.inputs[2]).astype(np.float64) if len(node.inputs) > 2 and node.inputs[2].name else 0.0
+        vin = np.repeat(self.value(x), multiplier)
+        padded = zero_padded(node, tuple(w.shape[2:]))
+        out = vin * w.reshape(w.shape[0], -1).sum(axis=1) + b
+        self.values[y.name] = np.where(np.isfinite(vin) & ((vin == 0) | (not padded)), out, np.nan)
+
+    def _step_gather(self, node: gs.Node, detail: tuple) -> None:
+        for out_name, segments, exact_nonzero in detail:
+            parts = []
+            for source, positions in segments:
+                if source is None:
+                    parts.append(np.asarray(positions, dtype=np.float64))
+                else:
+                    parts.append(self.value(self.a.tensor(source))[positions])
+            v = np.concatenate(parts) if parts else np.zeros(0)
+            if not exact_nonzero:
+                v = np.where(v == 0, v, np.nan)
+            self.values[out_name] = v
+
+    def _step_agree(self, node: gs.Node, detail: tuple) -> None:
+        vs = [self.value(self.a.tensor(name)) for name in detail]
+        first = vs[0]
+        same = np.all([v == first for v in vs], axis=0)
+        self.values[node.outputs[0].name] = np.where(same, first, np.nan)
+
+    def _step_reduce(self, node: gs.Node, detail: tuple) -> None:
+        x = self.a.tensor(detail[0])
+        gone = np.nonzero(~self.keep(x.name))[0]
+        v = self.value(x)[gone]
+        self.mark(x.name, gone[v != 0], "approximate")  # NaN != 0 too
+
+    def _step_expand(self, node: gs.Node, detail: tuple) -> None:
+        y = node.outputs[0]
+        data = self.array(node.inputs[0])
+        channels = len(self.a.layouts[y.name])
+        rank = len(self.a.shape(y))
+        axis = data.ndim - (rank - 1)
+        per_channel = np.moveaxis(data, axis, 0).reshape(channels, -1) if axis >= 0 and data.ndim and data.shape[axis] == channels else None
+        if per_channel is not None and (per_channel == per_channel[:, :1]).all():
+            self.values[y.name] = per_channel[:, 0].astype(np.float64)
+        else:
+            self.values[y.name] = np.full(channels, np.nan)
+
+    def _step_opaque(self, node: gs.Node, detail: tuple) -> None:
+        self.values[detail[0]] = np.full(len(self.a.layouts[detail[0]]), np.nan)
+
+    def _step_eval(self, node: gs.Node, detail: tuple) -> None:
+        y = node.outputs[0]
+        keep = self.keep(y.name)
+        if keep.all():
+            return
+        from onnx.reference import ReferenceEvaluator
+        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+        rank = len(self.a.shape(y)) if self.a.shape(y) is not None else 2
+        channels = len(keep)
+        feeds, inits, tracked_zero = {}, [], None
+        proto_inputs = []
+        for t in node.inputs:
+            if not t.name:
+                continue
+            if self.a.layout(t) is not None:
+                v = self.value(t).reshape((1, channels) + (1,) * (rank - 2))
+                feeds[t.name] = v.astype(np.float32)
+                tracked_zero = v == 0 if tracked_zero is None else tracked_zero
+            elif self.a.constant(t) is not None:
+                inits.append(onnx.numpy_helper.from_array(self.array(t), t.name))
+            else:
+                shape = [1] * rank
+                feeds[t.name] = np.ones(shape, dtype=np.float32)  # an untracked activation (a norm)
+                proto_inputs.append(t.name)
+        annihilates = node.op in ("Mul", "Div") and proto_inputs and node.inputs[0].name not in proto_inputs
+        model = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [OnnxExporter.export_node(node)], "eval",
+                [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in feeds],
+                [onnx.ValueInfoProto(name=y.name)], inits,
+            ),
+            opset_imports=self.a.opset_imports,
+        )  # fmt: skip
+        out = np.asarray(ReferenceEvaluator(model).run([y.name], feeds)[0], dtype=np.float64).reshape(-1)
+        if proto_inputs:
+            out = np.where(annihilates & tracked_zero.reshape(-1), 0.0, np.nan) if annihilates else np.full(channels, np.nan)
+        self.values[y.name] = out
+
+    # ----- the cut -------------------------------------------------------------------------
+    def cut(self) -> bool:
+        """Delete removed positions from every parameter slice; rewrite channel-counting inputs
+        and attributes; fix the shapes of changed tensors. True if anything changed."""
+        removals: dict[str, dict[int, np.ndarray]] = {}
+        index = {id(g): i for i, g in enumerate(self.a._all_groups)}
+        for group in self.a._all_groups:
+            classes = np.nonzero(self.a.class_group == index[id(group)])[0]
+            keep = np.ones(group.size, dtype=bool)
+            keep[self.a.class_index[classes]] = self.keep_class[classes]
+            if keep.all():
+                continue
+            for sl in (*group.producers, *group.followers, *group.consumers):
+                gone = removed_positions(sl.index_map, keep)
+                if gone.size:
+                    axes = removals.setdefault(sl.tensor, {})
+                    axes[sl.axis] = np.union1d(axes.get(sl.axis, np.zeros(0, dtype=np.int64)), gone)
+        for name, (node, axis, output) in self.new_biases.items():
+            gone = np.nonzero(~self.keep(output))[0]
+            if gone.size:
+                removals.setdefault(name, {})[axis] = gone
+        touched = set(removals) | set(self.arrays)
+        for name in touched:
+            tensor = self.a.tensor(name) if name not in self.new_biases else None
+            value = self.arrays[name] if name in self.arrays else self.array(tensor)
+            for axis, gone in removals.get(name, {}).items():
+                value = np.delete(value, gone, axis=axis)
+            self._write(name, value)
+        for edit in self.a.edits:
+            getattr(self, f"_edit_{edit.kind}")(self.nodes[edit.node], edit)
+        for name, layout in self.a.layouts.items():
+            tensor = self.a.tensor(name)
+            if isinstance(tensor, gs.Variable) and tensor.shape is not None and len(tensor.shape) >= 2:
+                shape = list(tensor.shape)
+                shape[1] = int(self.keep(name).sum())
+                tensor.shape = shape
+        return bool(removals)
+
+    def _write(self, name: str, value: np.ndarray) -> None:
+        """Store a new value for the constant `name` (in place for initializers; a new initializer
+        for a Constant node's or a constant subgraph's output, which is left unused)."""
+        if name in self.new_biases:
+            node = self.new_biases[name][0]
+            const = next(t for t in node.inputs if t.name == name)
+            const.values = value
+            return
+        tensor = self.a.tensor(name)
+        if isinstance(tensor, gs.Constant):
+            tensor.values = value
+            return
+        const = gs.Constant(_unique(self.a, f"{name}_pruned"), value)
+        for reader in list(tensor.outputs):
+            for i, t in enumerate(reader.inputs):
+                if t is tensor:
+                    reader.inputs[i] = const
+
+    def _set_input(self, node: gs.Node, index: int, value: np.ndarray, name: str) -> None:
+        const = gs.Constant(_unique(self.a, f"{node.name}_{name}"), value)
+        while len(node.inputs) <= index:
+            node.inputs.append(gs.Variable.empty())
+        node.inputs[index] = const
+
+    def _edit_reshape(self, node: gs.Node, edit) -> None:
+        entry, factor = edit.detail
+        count = int(self.keep(node.outputs[0].name).sum()) if factor > 1 else int(self.keep(edit.inputs[0]).sum())
+        for piece, at in _pieces(self.a, node.inputs[1]):
+            value = self.a.constant(piece)
+            if value is not None and at <= entry < at + value.size:
+                new = value.reshape(-1).copy()
+                new[entry - at] = count
+                owner = node if piece is node.inputs[1] else node.inputs[1].inputs[0]
+                owner.inputs[owner.inputs.index(piece)] = gs.Constant(_unique(self.a, f"{owner.name}_shape"), new.reshape(value.shape))
+                return
+        raise AssertionError(f"reshape {node.name}: no constant entry {entry}")
+
+    def _edit_split(self, node: gs.Node, edit) -> None:
+        sizes = np.array([int(self.keep(y.name).sum()) for y in node.outputs], dtype=np.int64)
+        if self.a.opset >= 13:
+            node.attrs.pop("num_outputs", None)
+            self._set_input(node, 1, sizes, "split")
+        else:
+            node.attrs["split"] = sizes.tolist()
+
+    def _edit_slice(self, node: gs.Node, edit) -> None:
+        (k,) = edit.detail
+        x, y = edit.inputs[0], node.outputs[0].name
+        lx, ly = self.a.layouts[x], self.a.layouts[y]
+        start = _find_start(lx, ly)
+        new_start = int(self.keep(x)[:start].sum())
+        new_end = new_start + int(self.keep(y).sum())
+        if self.a.opset < 10:
+            starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+            starts[k], ends[k] = new_start, new_end
+            node.attrs["starts"], node.attrs["ends"] = starts, ends
+            return
+        for index, new in ((1, new_start), (2, new_end)):
+            value = np.array(self.a.constant(node.inputs[index])).reshape(-1)
+            value[k] = new
+            self._set_input(node, index, value, "starts" if index == 1 else "ends")
+
+    def _edit_pad(self, node: gs.Node, edit) -> None:
+        begin, end = edit.detail
+        ly = self.a.layouts[node.outputs[0].name]
+        keep = self.keep_class[self.a.element_class[ly]]
+        kept_begin, kept_end = int(keep[:begin].sum()), int(keep[len(ly) - end :].sum())
+        pads, _, axes = pad_params(self.a, node)
+        rank = len(self.a.shape(node.inputs[0]))
+        axes = [ax + rank if ax < 0 else ax for ax in axes]
+        k, n = axes.index(1), len(axes)
+        pads[k], pads[n + k] = kept_begin, kept_end
+        if self.a.opset < 11:
+            node.attrs["pads"] = pads
+        else:
+            self._set_input(node, 1, np.array(pads, dtype=np.int64), "pads")
+
+    def _edit_group(self, node: gs.Node, edit) -> None:
+        node.attrs["group"] = int(self.keep(edit.inputs[0]).sum())
+
+    def _edit_resize_sizes(self, node: gs.Node, edit) -> None:
+        at, channel = edit.detail
+        sizes = np.array(self.a.constant(node.inputs[at])).reshape(-1)
+        sizes[channel] = int(self.keep(node.outputs[0].name).sum())
+        self._set_input(node, at, sizes, "sizes")
+
+    def changes(self) -> list[GroupChange]:
+        out = []
+        index = self.a.group_index()
+        for group in self.a.groups:
+            classes = np.nonzero(self.a.class_group == index[group.name])[0]
+            gone = classes[~self.keep_class[classes]]
+            removal = {s: int((self.status[gone] == i).sum()) for i, s in enumerate(STATUSES)}
+            out.append(GroupChange(group.name, list(group.producer_nodes), group.size,
+                                   group.size - len(gone), list(group.pinned_by), removal))  # fmt: skip
+        return out
+
+
+def _find_start(lx: np.ndarray, ly: np.ndarray) -> int:
+    """Where the slice `ly` begins inside `lx` (channels are unique within a layout)."""
+    if len(ly) == 0:
+        return 0
+    return int(np.nonzero(lx == ly[0])[0][0])
+
+
+def _unique(analysis: ChannelAnalysis, base: str) -> str:
+    used = analysis.graph.tensors().keys() if not hasattr(analysis, "_names") else analysis._names
+    analysis._names = set(used)
+    name, i = base, 0
+    while name in analysis._names:
+        i += 1
+        name = f"{base}_{i}"
+    analysis._names.add(name)
+    return name
+
+
+def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
+    """A new model with the plan's channels removed (the analysis's graph is consumed)."""
+    surgery = _Surgery(analysis, plan)
+    surgery.propagate()
+    changed = surgery.cut()
+    for node in analysis.graph.nodes:
+        if node.name in analysis.unnamed:
+            node.name = ""
+    model = export(analysis)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise AssertionError(f"surgery produced an invalid model: {err}") from err
+    return SurgeryResult(model, surgery.changes(), changed)
+
+
+def export(analysis: ChannelAnalysis) -> onnx.ModelProto:
+    """The graph as a model with every model-level field of the input (opset, IR version,
+    producer, metadata, functions)."""
+    source = analysis.model
+    model = gs.export_onnx(analysis.graph, do_type_check=False)
+    model.ir_version = source.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(source.opset_import)
+    for f in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(model, f, getattr(source, f))
+    del model.metadata_props[:]
+    model.metadata_props.extend(source.metadata_props)
+    del model.functions[:]
+    model.functions.extend(source.functions)
+    model.graph.name = source.graph.name
+    # Graph inputs and outputs exactly as they were (names, types, shapes, order).
+    del model.graph.input[:]
+    model.graph.input.extend(i for i in source.graph.input if i.name not in {t.name for t in source.graph.initializer})
+    del model.graph.output[:]
+    model.graph.output.extend(source.graph.output)
+    return model
