@@ -24,7 +24,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.index_maps import IndexMap
-from onnxprune.model_io import InputError, load_model
+from onnxprune.model_io import load_model, shape_skeleton
 
 __all__ = ["ChannelAnalysis", "ChannelGroup", "ElementKind", "ParamSlice", "analyze_channels"]
 
@@ -305,6 +305,8 @@ class ChannelAnalysis:
         return self._producer_ops.get(node_name, "")
 
 
+# Quantized weights stay quantized: folding them would silently turn the model into a float one.
+_NOT_FOLDED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan")
 _FOLD_LIMIT = 64  # nodes; constant subgraphs that exporters build for shapes are small
 
 
@@ -325,7 +327,7 @@ def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
         if node.op == "Constant":
             nodes.append(node)
             continue
-        if node.domain not in ("", "ai.onnx", None) or node.attrs.get("__subgraph__"):
+        if node.domain not in ("", "ai.onnx", None) or node.op in _NOT_FOLDED:
             return None
         nodes.append(node)
         stack.extend(i for i in node.inputs if i.name)
@@ -431,7 +433,7 @@ def name_unnamed_nodes(graph: gs.Graph) -> set[str]:
 def import_graph(proto: onnx.ModelProto) -> gs.Graph:
     """The model as an onnx-graphsurgeon graph with inferred shapes on its tensors. Shapes come
     from inference on a copy whose large weights are left out (inference reads only their dims)."""
-    inferred = onnx.shape_inference.infer_shapes(_skeleton(proto), data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(shape_skeleton(proto), data_prop=True)
     shapes = {}
     for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
@@ -447,32 +449,3 @@ def import_graph(proto: onnx.ModelProto) -> gs.Graph:
             if tensor.dtype is None and dtypes.get(name):
                 tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(dtypes[name])
     return graph
-
-
-def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `proto` whose large float initializers are graph inputs of the same type and
-    shape: shape inference reads only their dims, and copying 500 MB of weights costs seconds."""
-    skeleton = onnx.ModelProto(
-        ir_version=proto.ir_version, opset_import=proto.opset_import, functions=proto.functions
-    )
-    g, src = skeleton.graph, proto.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
-    inputs = {i.name for i in src.input}
-    for t in src.initializer:
-        if t.data_type in _FLOAT_TYPES and _elements(t) > 1024:
-            if t.name not in inputs:
-                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
-            g.initializer.append(t)
-    return skeleton
-
-
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
-
-
-def _elements(t: onnx.TensorProto) -> int:
-    return int(np.prod(t.dims, dtype=np.int64))

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from onnxprune.model_io import shape_skeleton
+
 __all__ = ["ModelCost", "model_cost"]
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -40,7 +42,7 @@ class ModelCost:
 
 def model_cost(model: onnx.ModelProto) -> ModelCost:
     """Parameters and MACs of `model` (see the module docstring for what is counted)."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(shape_skeleton(model), data_prop=True)
     shapes = _shapes(inferred)
     params = sum(_elements(t) for t in _float_tensors(model.graph))
     node_macs: dict[str, int] = {}

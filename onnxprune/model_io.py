@@ -12,11 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-__all__ = ["MIN_OPSET", "InputError", "load_model", "save_model"]
+__all__ = ["MIN_OPSET", "InputError", "load_model", "save_model", "shape_skeleton"]
 
 # The oldest default-domain opset onnxruntime runs; older models must be converted first.
 MIN_OPSET = 7
@@ -161,3 +162,32 @@ def _same_file(a: Path, b: Path) -> bool:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def shape_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `proto` whose large float initializers are graph inputs of the same type and
+    shape: shape inference reads only their dims, and copying 500 MB of weights costs seconds."""
+    skeleton = onnx.ModelProto(
+        ir_version=proto.ir_version, opset_import=proto.opset_import, functions=proto.functions
+    )
+    g, src = skeleton.graph, proto.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if t.data_type in FLOAT_TYPES and _elements(t) > 1024:
+            if t.name not in inputs:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return skeleton
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def _elements(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims, dtype=np.int64))

@@ -71,6 +71,8 @@ class _Surgery:
         self.values: dict[str, np.ndarray] = {}
         self.status = np.zeros(len(self.keep_class), dtype=np.int64)  # index into STATUSES
         self.new_biases: dict[str, tuple[gs.Node, int, str]] = {}  # const name -> (node, axis, output)
+        self.modified: set[str] = set()
+        self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused  # constants whose values changed (compensated biases)
 
     # ----- helpers -------------------------------------------------------------------------
     def keep(self, tensor: str) -> np.ndarray:
@@ -154,6 +156,7 @@ class _Surgery:
             self.mark(x.name, positions[const], "approximate")
             return
         bias += delta.reshape(bias.shape).astype(bias.dtype)
+        self.modified.add(self._bias_name(node))
         self.mark(x.name, positions[const], "folded" if uniform else "folded_border")
 
     def _bias(self, node: gs.Node, create: bool) -> np.ndarray | None:
@@ -182,6 +185,12 @@ class _Surgery:
         self.arrays[name] = np.array(const.values)
         self.new_biases[name] = (node, 0, node.outputs[0].name)
         return self.arrays[name]
+
+    def _bias_name(self, node: gs.Node) -> str:
+        if node.op == "MatMul":
+            add = node.outputs[0].outputs[0]
+            return next(t for t in add.inputs if t is not node.outputs[0]).name
+        return node.inputs[2].name
 
     def _widen_bias(self, node: gs.Node) -> np.ndarray:
         """A scalar Gemm bias becomes one per output so a per-output correction fits."""
@@ -306,7 +315,7 @@ class _Surgery:
             gone = np.nonzero(~self.keep(output))[0]
             if gone.size:
                 removals.setdefault(name, {})[axis] = gone
-        touched = set(removals) | set(self.arrays)
+        touched = set(removals) | self.modified
         for name in touched:
             tensor = self.a.tensor(name) if name not in self.new_biases else None
             value = self.arrays[name] if name in self.arrays else self.array(tensor)
@@ -335,6 +344,7 @@ class _Surgery:
         if isinstance(tensor, gs.Constant):
             tensor.values = value
             return
+        self.orphaned = True
         const = gs.Constant(_unique(self.a, f"{name}_pruned"), value)
         for reader in list(tensor.outputs):
             for i, t in enumerate(reader.inputs):
@@ -342,6 +352,7 @@ class _Surgery:
                     reader.inputs[i] = const
 
     def _set_input(self, node: gs.Node, index: int, value: np.ndarray, name: str) -> None:
+        self.orphaned = True
         const = gs.Constant(_unique(self.a, f"{node.name}_{name}"), value)
         while len(node.inputs) <= index:
             node.inputs.append(gs.Variable.empty())
@@ -444,6 +455,10 @@ def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
     surgery = _Surgery(analysis, plan)
     surgery.propagate()
     changed = surgery.cut()
+    if surgery.orphaned:
+        # Drop the nodes that only computed a replaced input (a Reshape of a weight, the
+        # ConstantOfShape/Concat chain of a Pad's pads); every other node keeps its name.
+        analysis.graph.cleanup(remove_unused_graph_inputs=False)
     for node in analysis.graph.nodes:
         if node.name in analysis.unnamed:
             node.name = ""

@@ -25,6 +25,13 @@ def zero_padded(node: gs.Node, kernel: tuple[int, ...]) -> bool:
     return any(p != 0 for p in node.attrs.get("pads", ()))
 
 
+def computed_weight_reason(node: gs.Node, w: gs.Tensor) -> str:
+    maker = w.inputs[0].op if len(w.inputs) == 1 else None
+    if maker == "DequantizeLinear":
+        return f"{node.op} {node.name} has quantized weights (DequantizeLinear); prune the float model"
+    return f"{node.op} {node.name} has weights computed at run time, not constants"
+
+
 def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
@@ -32,7 +39,7 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
     weight = a.constant(w)
     lx = a.layout(x)
     if weight is None or (b is not None and a.constant(b) is None):
-        a.pin(lx, f"conv {node.name} has computed weights, not constants")
+        a.pin(lx, computed_weight_reason(node, w))
         return
     groups = int(node.attrs.get("group", 1))
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
@@ -71,7 +78,7 @@ def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
     weight = a.constant(w)
     lx = a.layout(x)
     if weight is None or (b is not None and a.constant(b) is None):
-        a.pin(lx, f"conv {node.name} has computed weights, not constants")
+        a.pin(lx, computed_weight_reason(node, w))
         return
     groups = int(node.attrs.get("group", 1))
     if groups != 1 or node.attrs.get("output_shape"):

@@ -37,8 +37,11 @@ def _flatten(a: ChannelAnalysis, node: gs.Node) -> None:
     axis = int(node.attrs.get("axis", 1))
     axis = axis + rank if rank is not None and axis < 0 else axis
     factor = _spatial_size(shape)
-    if axis != 1 or factor is None:
+    if axis != 1:
         a.pin(lx, f"Flatten {node.name} (axis={axis}) does not keep channels on axis 1")
+        return
+    if factor is None:
+        a.pin(lx, f"Flatten {node.name}: the spatial size is not known (dynamic dims); export with fixed H and W")
         return
     _repeat(x, y, lx, factor, a, node)
 

@@ -1,0 +1,177 @@
+"""The Python API behind `onnxprune analyze` and `onnxprune prune`: load -> analyse -> select ->
+cut -> verify -> save, each returning plain data (the JSON the CLI prints)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxprune.channel_groups import analyze_channels
+from onnxprune.cost import model_cost
+from onnxprune.model_io import InputError, load_model, save_model
+from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
+from onnxprune.surgery import apply_plan
+
+__all__ = ["analyze", "format_analysis", "format_prune", "prune"]
+
+ModelLike = str | os.PathLike | onnx.ModelProto
+
+
+class _Progress:
+    """One line per stage on stderr (`-v` adds timings); silent when asked to be."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.start = enabled, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        if self.enabled:
+            print(f"[{time.perf_counter() - self.start:6.1f}s] {stage}", file=sys.stderr, flush=True)
+
+
+def analyze(model: ModelLike, threshold: float = 0.0, *, layers: tuple[str, ...] = (), progress: bool = False) -> dict:
+    """Channel groups of `model` with their layers, channel counts, pins and, at `threshold`,
+    the zero fraction of their filters. Returns the JSON object `onnxprune analyze --json` prints."""
+    say = _Progress(progress)
+    say("loading and analysing")
+    proto = load_model(model)
+    analysis = analyze_channels(proto)
+    criteria = Criteria(threshold=threshold, layers=tuple(layers))
+    _, group_stats = select(analysis, criteria)
+    say("statistics done")
+    cost = model_cost(proto)
+    groups = []
+    for group, st in zip(analysis.groups, group_stats, strict=True):
+        sf = st.sf[np.isfinite(st.sf)]
+        groups.append({
+            "name": group.name,
+            "producers": group.producer_nodes,
+            "channels": group.size,
+            "zero_filters": int((sf >= 1.0).sum()),
+            "mean_filter_zero_fraction": float(sf.mean()) if sf.size else None,
+            "pinned_by": group.pinned_by,
+        })  # fmt: skip
+    return {
+        "model": str(model) if not isinstance(model, onnx.ModelProto) else None,
+        "threshold": threshold,
+        "params": cost.params,
+        "flops": cost.flops,
+        "prunable_groups": sum(1 for g in groups if not g["pinned_by"]),
+        "groups": groups,
+    }
+
+
+def prune(
+    model: ModelLike,
+    output: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    sparsity: float | None = None,
+    sf: float = 0.9,
+    sf_low: float = 0.5,
+    sg: float = 0.9,
+    layers: tuple[str, ...] = (),
+    round_to: int = 1,
+    plan: str | os.PathLike | PrunePlan | None = None,
+    plan_out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
+    """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
+    `output` (when given). Returns the JSON object `onnxprune prune --json` prints, with the
+    pruned `onnx.ModelProto` under the key "model" (not printed)."""
+    say = _Progress(progress)
+    if sum(x is not None for x in (threshold, sparsity, plan)) > 1:
+        raise InputError("give one of --threshold, --sparsity and --plan")
+    if output is not None:
+        _check_output(output, model)
+    say("loading")
+    proto = load_model(model)
+    say("analysing channel groups")
+    analysis = analyze_channels(proto)
+    if plan is not None:
+        chosen = plan if isinstance(plan, PrunePlan) else PrunePlan.load(plan)
+        t = chosen.threshold
+    else:
+        t = threshold if threshold is not None else 0.0
+        if sparsity is not None:
+            t = threshold_for_sparsity(analysis, sparsity, tuple(layers))
+        criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to)
+        say(f"selecting filters at threshold {t:.6g}")
+        chosen, _ = select(analysis, criteria)
+    if plan_out is not None:
+        chosen.save(plan_out)
+    before = model_cost(proto)
+    say("removing channels")
+    result = apply_plan(analysis, chosen)
+    after = model_cost(result.model)
+    if output is not None:
+        say(f"saving {output}")
+        save_model(result.model, output, input_path=model if not isinstance(model, onnx.ModelProto) else None)
+    say("done")
+    return {
+        "output": str(output) if output is not None else None,
+        "params_before": before.params,
+        "params_after": after.params,
+        "flops_before": before.flops,
+        "flops_after": after.flops,
+        "threshold": t,
+        "plan": str(plan_out) if plan_out is not None else None,
+        "groups": [
+            {"name": g.name, "producers": g.producers, "channels_before": g.channels_before,
+             "channels_after": g.channels_after, "pinned_by": g.pinned_by, "removal": g.removal}
+            for g in result.groups
+        ],  # fmt: skip
+        "model": result.model,
+    }
+
+
+def _check_output(output: str | os.PathLike, model: ModelLike) -> None:
+    out = Path(output)
+    if not isinstance(model, onnx.ModelProto) and Path(model).exists() and out.exists() and os.path.samefile(out, model):
+        raise InputError(f"{out}: the output path is the input model; choose another output path")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the output folder {out.parent} does not exist")
+
+
+def format_analysis(report: dict) -> str:
+    """The analysis as a table: one line per group."""
+    lines = [
+        f"{report['model'] or 'model'}: {report['params']:,} parameters, {report['flops'] / 1e6:,.1f} MFLOPs; "
+        f"{report['prunable_groups']} of {len(report['groups'])} channel groups can be pruned",
+        f"threshold {report['threshold']:g}: 'zero' = filters with every weight |w| <= threshold",
+        "",
+        f"{'group':38s} {'layers':>6s} {'channels':>8s} {'zero':>5s} {'mean sF':>7s}  pinned by",
+    ]
+    for g in report["groups"]:
+        mean = "-" if g["mean_filter_zero_fraction"] is None else f"{g['mean_filter_zero_fraction']:.3f}"
+        pinned = g["pinned_by"][0] + (f" (+{len(g['pinned_by']) - 1} more)" if len(g["pinned_by"]) > 1 else "") if g["pinned_by"] else ""
+        lines.append(f"{_short(g['name'], 38):38s} {len(g['producers']):6d} {g['channels']:8d} {g['zero_filters']:5d} {mean:>7s}  {pinned}")
+    return "\n".join(lines)
+
+
+def format_prune(report: dict) -> str:
+    changed = [g for g in report["groups"] if g["channels_after"] != g["channels_before"]]
+    lines = [
+        f"threshold {report['threshold']:.6g}: {len(changed)} groups lost channels",
+        f"parameters {report['params_before']:,} -> {report['params_after']:,} "
+        f"({report['params_before'] / max(report['params_after'], 1):.2f}x smaller)",
+        f"FLOPs      {report['flops_before']:,} -> {report['flops_after']:,} "
+        f"({100 * (1 - report['flops_after'] / max(report['flops_before'], 1)):.1f}% fewer)",
+    ]
+    if changed:
+        lines += ["", f"{'group':38s} {'before':>6s} {'after':>6s}  removal (exact / folded / border / approximate)"]
+        for g in changed:
+            r = g["removal"]
+            lines.append(f"{_short(g['name'], 38):38s} {g['channels_before']:6d} {g['channels_after']:6d}  "
+                         f"{r['exact']} / {r['folded']} / {r['folded_border']} / {r['approximate']}")  # fmt: skip
+    if report["output"]:
+        lines.append(f"\nwrote {report['output']}")
+    return "\n".join(lines)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
