@@ -485,9 +485,17 @@ def export(analysis: ChannelAnalysis) -> onnx.ModelProto:
     del model.functions[:]
     model.functions.extend(source.functions)
     model.graph.name = source.graph.name
-    # Graph inputs and outputs exactly as they were (names, types, shapes, order).
+    # Graph inputs and outputs exactly as they were (names, types, shapes, order); inputs that
+    # name initializers (older exporters list weights as inputs) get their new shapes.
+    weights = {t.name: t for t in model.graph.initializer}
+    old_weights = {t.name for t in source.graph.initializer}
     del model.graph.input[:]
-    model.graph.input.extend(i for i in source.graph.input if i.name not in {t.name for t in source.graph.initializer})
+    for info in source.graph.input:
+        if info.name not in old_weights:
+            model.graph.input.append(info)
+        elif info.name in weights:
+            t = weights[info.name]
+            model.graph.input.append(onnx.helper.make_tensor_value_info(info.name, t.data_type, list(t.dims)))
     del model.graph.output[:]
     model.graph.output.extend(source.graph.output)
     return model
