@@ -246,7 +246,7 @@ def _keep_enough(keep: np.ndarray, score: np.ndarray, round_to: int) -> None:
     """Put back selected classes (least zero first) until the group keeps at least one class and
     a multiple of `round_to` (or all)."""
     kept = int(keep.sum())
-    target = min(len(keep), max(1, -(-kept // round_to) * round_to)) if len(keep) else 0
+    target = min(len(keep), max(round_to, -(-kept // round_to) * round_to))
     if kept < target:
         candidates = np.nonzero(~keep)[0]
         back = candidates[np.argsort(score[candidates], kind="stable")][: target - kept]
