@@ -69,6 +69,9 @@ class ChannelGroup:
     has_pad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # Per class: True where it holds a channel nobody may remove (a graph input's channel).
     has_fixed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # Sets of classes that some tensor holds (a Split part, one side of a tied Add): each must
+    # keep a channel, or a layer would read an empty tensor.
+    tensor_classes: list[np.ndarray] = field(default_factory=list)
 
     @property
     def pinned(self) -> bool:
@@ -129,6 +132,7 @@ class ChannelAnalysis:
         self._folded: dict[str, np.ndarray | None] = {}
         self.opset_imports = list(model.opset_import)
         self._tensors: dict[str, gs.Tensor] | None = None
+        self.owns_model = False  # True when loaded here from a file: the surgery may edit it
         self.unnamed: set[str] = set()  # nodes named here (for messages); the output keeps them unnamed
 
     # ----- what the rules read -------------------------------------------------------------
@@ -153,10 +157,14 @@ class ChannelAnalysis:
         if tensor is None:
             return None
         if isinstance(tensor, gs.Constant):
-            return np.asarray(tensor.values)
+            return constant_value(tensor)
         if tensor.name not in self._folded:
             self._folded[tensor.name] = _fold(tensor, self.opset_imports)
         return self._folded[tensor.name]
+
+    def is_constant(self, tensor: gs.Tensor | None) -> bool:
+        """True for initializers and tensors computed from constants only (cheap for weights)."""
+        return isinstance(tensor, gs.Constant) or self.constant(tensor) is not None
 
     def tensor(self, name: str) -> gs.Tensor:
         """The graph's tensor called `name`."""
@@ -292,6 +300,15 @@ class ChannelAnalysis:
             for g in np.unique(class_group[element_class[layout]]).tolist():
                 if reason not in groups[g].pinned_by:
                     groups[g].pinned_by.append(reason)
+        seen: set[tuple[int, bytes]] = set()
+        for layout in self.layouts.values():
+            cls = np.unique(element_class[layout])
+            owners = np.unique(class_group[cls])
+            if len(owners) == 1 and len(layout):
+                key = (int(owners[0]), cls.tobytes())
+                if key not in seen:
+                    seen.add(key)
+                    groups[int(owners[0])].tensor_classes.append(class_index[cls])
         _pin_shared_constants(groups, self._raw_slices, self.graph)
         # Groups without any layer channel (graph inputs, pads alone) are nothing to prune.
         self.groups = [g for g in groups if g.producer_nodes]
@@ -307,7 +324,20 @@ class ChannelAnalysis:
 
 # Quantized weights stay quantized: folding them would silently turn the model into a float one.
 _NOT_FOLDED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan")
-_FOLD_LIMIT = 64  # nodes; constant subgraphs that exporters build for shapes are small
+_FOLD_LIMIT = 64
+
+
+def constant_value(tensor: gs.Constant) -> np.ndarray:
+    """An initializer's value, read-only. Read straight from the TensorProto, so the graph keeps
+    its lazily loaded constants: the export then reuses the original tensors it did not change."""
+    values = tensor._values
+    if hasattr(values, "tensor") and isinstance(values.tensor, onnx.TensorProto):
+        array = onnx.numpy_helper.to_array(values.tensor)
+    else:
+        array = np.asarray(tensor.values)
+    array = array.view()
+    array.setflags(write=False)
+    return array  # nodes; constant subgraphs that exporters build for shapes are small
 
 
 def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
@@ -394,13 +424,15 @@ def _pin_shared_constants(groups: list[ChannelGroup], raw_slices, graph: gs.Grap
                     g.pinned_by.append(reason)
 
 
-def analyze_channels(model: onnx.ModelProto | str | os.PathLike) -> ChannelAnalysis:
-    """Load (if a path), infer shapes and analyse the channel groups of `model`."""
+def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool = True) -> ChannelAnalysis:
+    """Load (if a path), infer shapes and analyse the channel groups of `model` (validated
+    unless `check` is False: for a model `load_model` has just checked)."""
     from onnxprune import op_rules
 
-    proto = load_model(model)
+    proto = load_model(model, check=check)
     graph = import_graph(proto)
     analysis = ChannelAnalysis(proto, graph)
+    analysis.owns_model = not isinstance(model, onnx.ModelProto)
     analysis.unnamed = name_unnamed_nodes(graph)
     for tensor in graph.inputs:
         shape = analysis.shape(tensor)

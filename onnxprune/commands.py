@@ -39,9 +39,9 @@ def analyze(model: ModelLike, threshold: float = 0.0, *, layers: tuple[str, ...]
     say = _Progress(progress)
     say("loading and analysing")
     proto = load_model(model)
-    analysis = analyze_channels(proto)
+    analysis = analyze_channels(proto, check=False)
     criteria = Criteria(threshold=threshold, layers=tuple(layers))
-    _, group_stats = select(analysis, criteria)
+    _, group_stats = select(analysis, criteria, every_group=True)
     say("statistics done")
     cost = model_cost(proto)
     groups = []
@@ -88,10 +88,9 @@ def prune(
         raise InputError("give one of --threshold, --sparsity and --plan")
     if output is not None:
         _check_output(output, model)
-    say("loading")
-    proto = load_model(model)
-    say("analysing channel groups")
-    analysis = analyze_channels(proto)
+    say("loading and analysing channel groups")
+    analysis = analyze_channels(model)
+    proto = analysis.model
     if plan is not None:
         chosen = plan if isinstance(plan, PrunePlan) else PrunePlan.load(plan)
         t = chosen.threshold
@@ -104,7 +103,7 @@ def prune(
         chosen, _ = select(analysis, criteria)
     if plan_out is not None:
         chosen.save(plan_out)
-    before = model_cost(proto)
+    before = model_cost(proto)  # before the surgery, which may edit `proto`
     say("removing channels")
     result = apply_plan(analysis, chosen)
     after = model_cost(result.model)

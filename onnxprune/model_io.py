@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper
+from onnx import TensorProto, external_data_helper
 
-__all__ = ["MIN_OPSET", "InputError", "load_model", "save_model", "shape_skeleton"]
+__all__ = ["MIN_OPSET", "InputError", "check_model", "load_model", "save_model", "shape_skeleton"]
 
 # The oldest default-domain opset onnxruntime runs; older models must be converted first.
 MIN_OPSET = 7
@@ -48,7 +48,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto, *, check: bool = True
     _load_external_data(proto, path)
     _check_opset(proto, path)
     if check:
-        _check(proto, str(path), path if _byte_size(proto) >= PROTOBUF_LIMIT else None)
+        _check(proto, str(path))
     return proto
 
 
@@ -136,20 +136,33 @@ def _check_opset(proto: onnx.ModelProto, path: Path) -> None:
             )
 
 
-def _check(proto: onnx.ModelProto, name: str, path: Path | None = None) -> None:
+def _check(proto: onnx.ModelProto, name: str) -> None:
+    """`onnx.checker` full check of the graph. It runs on the shape skeleton: the checker
+    serialises the model it checks, and copying every weight (gigabytes for VGG16-size models)
+    would cost more than the rest of a prune; the weights' types and shapes are still checked."""
     try:
-        onnx.checker.check_model(str(path) if path is not None else proto, full_check=True)
+        onnx.checker.check_model(shape_skeleton(proto), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise InputError(f"{name}: invalid ONNX model ({_first_line(err)})") from err
 
 
+def check_model(proto: onnx.ModelProto) -> None:
+    """Full check of a model this package made (a failure is a bug: AssertionError)."""
+    try:
+        onnx.checker.check_model(shape_skeleton(proto), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise AssertionError(f"onnxprune produced an invalid model: {err}") from err
+
+
 def _byte_size(model: onnx.ModelProto) -> int:
     """Serialized size, estimated from the tensors (protobuf cannot size a message over 2 GiB)
-    plus a margin for everything else."""
+    plus a margin for everything else (reading raw_data or ByteSize() would copy the data)."""
     total = 16 << 20
     for t in _all_tensors(model.graph):
-        total += len(t.raw_data) + 8 * (len(t.int64_data) + len(t.double_data) + len(t.uint64_data))
-        total += 4 * (len(t.float_data) + len(t.int32_data)) + sum(len(x) for x in t.string_data)
+        if t.data_type == TensorProto.STRING:
+            total += sum(len(x) for x in t.string_data)
+        else:
+            total += int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
     return total
 
 

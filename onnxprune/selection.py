@@ -173,20 +173,29 @@ class _Weights:
         how many weights each position has."""
         w = self.get(sl)
         other = 1 - sl.axis
-        gone = self.removed.get((sl.tensor, other))
-        if gone is not None and gone.size:
-            w = np.delete(w, gone, axis=other)
-        if sl.axis == 0:
-            fractions = stats.filter_zero_fractions(w, threshold)
-            per = int(np.prod(w.shape[1:], dtype=np.int64))
-        else:
-            fractions = stats.input_channel_zero_fractions(w, threshold)
-            per = int(w.size // max(w.shape[1], 1))
-        return np.rint(np.nan_to_num(fractions) * per), per
+        gone = self.removed.get((sl.tensor, other), np.zeros(0, dtype=np.int64))
+        counts, per = _axis_zero_counts(w, sl.axis, threshold)
+        if gone.size:
+            # Subtract what the removed slices of the other axis held (cheaper than a copy of
+            # the kept part when, as usual, fewer are removed than kept).
+            gone_counts, gone_per = _axis_zero_counts(np.ascontiguousarray(np.take(w, gone, axis=other)), sl.axis, threshold)
+            counts, per = counts - gone_counts, per - gone_per
+        return counts, per
 
     def remove(self, sl: ParamSlice, positions: np.ndarray) -> None:
         key = (sl.tensor, sl.axis)
         self.removed[key] = np.union1d(self.removed.get(key, np.zeros(0, dtype=np.int64)), positions)
+
+
+def _axis_zero_counts(w: np.ndarray, axis: int, threshold: float) -> tuple[np.ndarray, int]:
+    """Zero weights at each position of axis 0 or 1 of `w`, and the weights per position."""
+    if axis == 0:
+        fractions = stats.filter_zero_fractions(w, threshold)
+        per = int(np.prod(w.shape[1:], dtype=np.int64))
+    else:
+        fractions = stats.input_channel_zero_fractions(w, threshold)
+        per = int(w.size // max(w.shape[1], 1))
+    return np.rint(np.nan_to_num(fractions) * per), per
 
 
 def _weight(analysis: ChannelAnalysis, sl: ParamSlice) -> np.ndarray:
@@ -213,9 +222,16 @@ def _stat_slices(slices: list[ParamSlice], weights: _Weights) -> list[ParamSlice
     return [sl for sl in slices if weights.get(sl).ndim >= 2 and sl.axis in (0, 1)]
 
 
-def group_stats(group: ChannelGroup, weights: _Weights, criteria: Criteria, layers: set[str]) -> GroupStats:
-    """Algorithm 1 for one group: sF per producing layer, sG over all readers, the decision."""
+def group_stats(
+    group: ChannelGroup, weights: _Weights, criteria: Criteria, layers: set[str], every_group: bool = False
+) -> GroupStats:
+    """Algorithm 1 for one group: sF per producing layer, sG over all readers, the decision.
+    Groups that cannot change (pinned, or no layer in L) keep everything without statistics
+    unless `every_group` (the analysis table shows them all)."""
     size = group.size
+    if not every_group and (group.pinned or not set(group.producer_nodes) & layers):
+        nan = np.full(size, np.nan)
+        return GroupStats(group.name, nan, nan, np.ones(size, dtype=bool), False)
     producers = _stat_slices(group.producers, weights)
     qualifies = np.ones(size, dtype=bool)
     has_layer = np.zeros(size, dtype=bool)
@@ -238,13 +254,17 @@ def group_stats(group: ChannelGroup, weights: _Weights, criteria: Criteria, laye
     if group.pinned:
         select[:] = False
     keep = ~select
-    _keep_enough(keep, np.nan_to_num(sf_min, nan=-1.0), criteria.round_to)
+    _keep_enough(keep, np.nan_to_num(sf_min, nan=-1.0), criteria.round_to, group.tensor_classes)
     return GroupStats(group.name, sf_min, sg, keep, bool((has_layer & in_layers).any()))
 
 
-def _keep_enough(keep: np.ndarray, score: np.ndarray, round_to: int) -> None:
-    """Put back selected classes (least zero first) until the group keeps at least one class and
-    a multiple of `round_to` (or all)."""
+def _keep_enough(keep: np.ndarray, score: np.ndarray, round_to: int, tensor_classes: list[np.ndarray]) -> None:
+    """Put back selected classes (least zero first) until every tensor of the group keeps a
+    channel (a Split part, one stage of a residual chain) and the group keeps a multiple of
+    `round_to` (or all)."""
+    for classes in tensor_classes:
+        if len(classes) and not keep[classes].any():
+            keep[classes[np.argmin(score[classes])]] = True
     kept = int(keep.sum())
     target = min(len(keep), max(round_to, -(-kept // round_to) * round_to))
     if kept < target:
@@ -253,14 +273,17 @@ def _keep_enough(keep: np.ndarray, score: np.ndarray, round_to: int) -> None:
         keep[back] = True
 
 
-def select(analysis: ChannelAnalysis, criteria: Criteria) -> tuple[PrunePlan, list[GroupStats]]:
-    """Run Algorithm 1 over the groups in graph order; returns the plan and each group's stats."""
+def select(
+    analysis: ChannelAnalysis, criteria: Criteria, *, every_group: bool = False
+) -> tuple[PrunePlan, list[GroupStats]]:
+    """Run Algorithm 1 over the groups in graph order; returns the plan and each group's stats
+    (of every group when `every_group`, else of those that can change)."""
     layers = default_layers(analysis, criteria.layers)
     weights = _Weights(analysis)
     plan = PrunePlan(criteria.threshold, asdict(criteria) | {"layers": list(criteria.layers)})
     report = []
     for group in analysis.groups:
-        gs_ = group_stats(group, weights, criteria, layers)
+        gs_ = group_stats(group, weights, criteria, layers, every_group)
         report.append(gs_)
         plan.keep[group.name] = gs_.keep
         for sl in (*group.producers, *group.followers, *group.consumers):

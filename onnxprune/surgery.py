@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channel_groups import ChannelAnalysis
 from onnxprune.index_maps import removed_positions
-from onnxprune.model_io import InputError
+from onnxprune.model_io import InputError, check_model
 from onnxprune.op_rules.channel_axis import pad_params
 from onnxprune.op_rules.conv import zero_padded
 from onnxprune.op_rules.reshape import _pieces
@@ -83,6 +83,12 @@ class _Surgery:
         self.status[classes] = np.maximum(self.status[classes], STATUSES.index(status))
 
     def array(self, tensor: gs.Tensor) -> np.ndarray:
+        """A constant's value: read-only, or the working copy once something changed it."""
+        if tensor.name in self.arrays:
+            return self.arrays[tensor.name]
+        return self.a.constant(tensor)
+
+    def writable(self, tensor: gs.Tensor) -> np.ndarray:
         if tensor.name not in self.arrays:
             self.arrays[tensor.name] = np.array(self.a.constant(tensor))
         return self.arrays[tensor.name]
@@ -107,16 +113,19 @@ class _Surgery:
             self._compensate(node, x, w, in_axis, out_axis)
         keep_out = self.keep(y.name)
         out = np.full(len(keep_out), np.nan)
-        if (~keep_out).any():
-            kept_in = self.keep(x.name) if self.a.layout(x) is not None and len(self.a.layout(x)) == w.shape[in_axis] else None
-            wk = w if kept_in is None else np.compress(kept_in, w, axis=in_axis)
-            rows = np.moveaxis(wk, out_axis, 0).reshape(wk.shape[out_axis], -1)
+        gone_out = np.nonzero(~keep_out)[0]
+        if gone_out.size:
+            # Only the removed outputs' filters matter: is each all zero over the kept inputs?
+            wk = np.take(w, gone_out, axis=out_axis)
+            if self.a.layout(x) is not None and len(self.a.layout(x)) == w.shape[in_axis]:
+                wk = np.compress(self.keep(x.name), wk, axis=in_axis)
+            rows = np.moveaxis(wk, out_axis, 0).reshape(len(gone_out), -1)
             silent = ~np.any(rows != 0, axis=1)
             bias = self._bias(node, create=False)
-            base = np.zeros(len(out)) if bias is None else bias.reshape(-1).astype(np.float64)
+            base = np.zeros(len(out)) if bias is None else np.broadcast_to(bias.reshape(-1), out.shape).astype(np.float64)
             if node.op == "Gemm" and bias is not None:
                 base = base * float(node.attrs.get("beta", 1.0))
-            out = np.where(silent, base if base.size == len(out) else np.broadcast_to(base, out.shape), np.nan)
+            out[gone_out] = np.where(silent, base[gone_out], np.nan)
         self.values[y.name] = out
 
     def _consumer_nodes(self) -> set[str]:
@@ -132,6 +141,10 @@ class _Surgery:
         v = self.value(x)
         positions = np.nonzero(gone)[0]
         vals = v[positions]
+        self.mark(x.name, positions[vals == 0], "exact")
+        positions, vals = positions[vals != 0], vals[vals != 0]  # zero channels need no weights read
+        if not positions.size:
+            return
         per_position = np.moveaxis(np.take(w, positions, axis=in_axis), (in_axis, out_axis), (0, 1))
         silent = ~np.any(per_position.reshape(len(positions), -1) != 0, axis=1)
         const = np.isfinite(vals) & (vals != 0) & ~silent
@@ -168,11 +181,13 @@ class _Surgery:
                 other = next((t for t in users[0].inputs if t is not node.outputs[0]), None)
                 value = self.a.constant(other)
                 if value is not None and value.size == node.outputs[0].shape[-1] and value.dtype.kind == "f":
-                    return self.array(other).reshape(-1)
+                    return (self.writable(other) if create else self.array(other)).reshape(-1)
             return None
         index = 2
         if len(node.inputs) > index and node.inputs[index].name:
-            return self.array(node.inputs[index]).reshape(-1) if self.array(node.inputs[index]).size > 1 or not create else self._widen_bias(node)
+            if self.array(node.inputs[index]).size == 1 and create:
+                return self._widen_bias(node)
+            return (self.writable(node.inputs[index]) if create else self.array(node.inputs[index])).reshape(-1)
         if not create:
             return None
         w = self.array(node.inputs[1])
@@ -317,10 +332,10 @@ class _Surgery:
                 removals.setdefault(name, {})[axis] = gone
         touched = set(removals) | self.modified
         for name in touched:
-            tensor = self.a.tensor(name) if name not in self.new_biases else None
-            value = self.arrays[name] if name in self.arrays else self.array(tensor)
+            value = self.arrays[name] if name in self.arrays else self.array(self.a.tensor(name))
             for axis, gone in removals.get(name, {}).items():
-                value = np.delete(value, gone, axis=axis)
+                kept = np.setdiff1d(np.arange(value.shape[axis]), gone)
+                value = np.take(value, kept, axis=axis)  # several times faster than np.delete
             self._write(name, value)
         for edit in self.a.edits:
             getattr(self, f"_edit_{edit.kind}")(self.nodes[edit.node], edit)
@@ -451,7 +466,8 @@ def _unique(analysis: ChannelAnalysis, base: str) -> str:
 
 
 def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
-    """A new model with the plan's channels removed (the analysis's graph is consumed)."""
+    """The model with the plan's channels removed. The analysis is consumed: its graph is
+    edited, and so is its model when the analysis loaded it itself (`owns_model`)."""
     surgery = _Surgery(analysis, plan)
     surgery.propagate()
     changed = surgery.cut()
@@ -463,39 +479,59 @@ def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
         if node.name in analysis.unnamed:
             node.name = ""
     model = export(analysis)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise AssertionError(f"surgery produced an invalid model: {err}") from err
+    check_model(model)
     return SurgeryResult(model, surgery.changes(), changed)
 
 
 def export(analysis: ChannelAnalysis) -> onnx.ModelProto:
-    """The graph as a model with every model-level field of the input (opset, IR version,
-    producer, metadata, functions)."""
-    source = analysis.model
-    model = gs.export_onnx(analysis.graph, do_type_check=False)
-    model.ir_version = source.ir_version
-    del model.opset_import[:]
-    model.opset_import.extend(source.opset_import)
-    for f in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(model, f, getattr(source, f))
-    del model.metadata_props[:]
-    model.metadata_props.extend(source.metadata_props)
-    del model.functions[:]
-    model.functions.extend(source.functions)
-    model.graph.name = source.graph.name
-    # Graph inputs and outputs exactly as they were (names, types, shapes, order); inputs that
-    # name initializers (older exporters list weights as inputs) get their new shapes.
-    weights = {t.name: t for t in model.graph.initializer}
-    old_weights = {t.name for t in source.graph.initializer}
-    del model.graph.input[:]
-    for info in source.graph.input:
-        if info.name not in old_weights:
-            model.graph.input.append(info)
+    """The edited graph written into the input model (or a copy, when the caller owns it): nodes
+    and value_info replaced, changed and new constants written, unused ones dropped; weights that
+    did not change are not copied, and every model-level field (opset, IR version, producer,
+    metadata, functions) stays. Graph inputs and outputs stay exactly as they were, except that
+    inputs naming initializers (older exporters list weights as inputs) get their new shapes."""
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    model = analysis.model
+    if not analysis.owns_model:
+        model = onnx.ModelProto()
+        model.CopyFrom(analysis.model)
+    g = model.graph
+    nodes = [OnnxExporter.export_node(n) for n in analysis.graph.nodes]
+    del g.node[:]
+    g.node.extend(nodes)
+    tensors = analysis.graph.tensors()
+    constants = {name: t for name, t in tensors.items() if isinstance(t, gs.Constant)}
+    position = {t.name: i for i, t in enumerate(g.initializer)}
+    for name, const in constants.items():
+        if isinstance(const._values, LazyValues) and name in position:
+            continue  # unchanged: the tensor already in the model
+        value = np.ascontiguousarray(const.values)
+        if name in position:
+            t = g.initializer[position[name]]
+            for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+                t.ClearField(field)
+            del t.dims[:]
+            t.dims.extend(value.shape)
+            t.raw_data = value.tobytes()
+        else:
+            g.initializer.append(onnx.numpy_helper.from_array(value, name))
+    for i in sorted((i for n, i in position.items() if n not in constants), reverse=True):
+        del g.initializer[i]
+    graph_io = {t.name for t in (*analysis.graph.inputs, *analysis.graph.outputs)}
+    del g.value_info[:]
+    g.value_info.extend(
+        onnx.helper.make_tensor_value_info(t.name, dtype_to_onnx(t.dtype), t.shape)
+        for name, t in tensors.items()
+        if isinstance(t, gs.Variable) and name not in graph_io and t.dtype is not None and t.shape is not None
+    )
+    weights = {t.name: t for t in g.initializer}
+    inputs = list(g.input)
+    del g.input[:]
+    for info in inputs:
+        if info.name not in position:
+            g.input.append(info)
         elif info.name in weights:
             t = weights[info.name]
-            model.graph.input.append(onnx.helper.make_tensor_value_info(info.name, t.data_type, list(t.dims)))
-    del model.graph.output[:]
-    model.graph.output.extend(source.graph.output)
+            g.input.append(onnx.helper.make_tensor_value_info(info.name, t.data_type, list(t.dims)))
     return model

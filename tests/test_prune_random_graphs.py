@@ -18,7 +18,8 @@ Blocks, each applied to the current tensor (C channels, S x S spatial; the input
   whatever made the current tensor: a graph input, a concat of two convs, ...), then Relu.
 - ("concat", w1, w2, k1, k2): two convs of different widths, concatenated on axis 1.
 - ("split", s1, cout1, cout2): Split on axis 1 into (s1, C - s1) (sizes as the second input), a
-  3x3 conv on each part, Concat.
+  3x3 conv on each part, Concat. A Split output must keep a channel: when all of a part's
+  channels are zero filters, one of them stays.
 - ("maxpool",) / ("avgpool",): 2x2, stride 2 (only while S >= 4).
 - ("resize_pool",): Resize nearest x2 (inputs X, '', scales [1, 1, 2, 2]), MaxPool 2x2 back.
 - ("mul",) / ("add",): times / plus a per-channel constant of shape (C, 1, 1).
@@ -80,11 +81,15 @@ class ConvInfo:
     identity_tie: bool = False  # tied to the channels of the tensor it reads (identity shortcut)
 
 
+Origin = tuple[str, int] | None  # (conv, output channel) a channel comes from; None: the graph input
+
+
 @dataclass
 class Built:
     model: onnx.ModelProto  # without zeroed channels
     zeroed: onnx.ModelProto  # the spec's channels zeroed
     convs: dict[str, ConvInfo] = field(default_factory=dict)
+    split_parts: list[list[Origin]] = field(default_factory=list)  # the channels of each Split output
 
 
 class _Graph:
@@ -94,13 +99,20 @@ class _Graph:
         self.inits: list[onnx.TensorProto] = []
         self.convs: dict[str, ConvInfo] = {}
         self.x, self.c, self.s = "input", INPUT_SHAPE[1], INPUT_SHAPE[2]
+        # Where each channel of the current tensor comes from: the conv that made it (through
+        # channel-wise ops, a depthwise conv or a residual Add, which keep or tie its channels).
+        self.origin: list[Origin] = [None] * self.c
+        self.split_parts: list[list[Origin]] = []
 
     def const(self, name: str, array, dtype=np.float32) -> str:
         self.inits.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
         return name
 
     def node(self, op: str, inputs: list[str], name: str, outputs: int | list[str] = 1, **attrs) -> list[str]:
-        names = [name] if outputs == 1 else ([f"{name}_{i}" for i in range(outputs)] if isinstance(outputs, int) else outputs)
+        if isinstance(outputs, int):
+            names = [name] if outputs == 1 else [f"{name}_{i}" for i in range(outputs)]
+        else:
+            names = outputs
         self.nodes.append(helper.make_node(op, inputs, names, name=name, **attrs))
         return names
 
@@ -121,12 +133,17 @@ class _Graph:
         return self.node(op, [x], name, kernel_shape=[2, 2], strides=[2, 2])[0]
 
 
+def _made(conv: str, channels: int) -> list[Origin]:
+    return [(conv, k) for k in range(channels)]
+
+
 def _block(g: _Graph, i: int, block: tuple) -> None:
     kind, args = block[0], block[1:]
     p = f"b{i}"
     if kind == "conv3x3":
         cout, bias = args
         g.x, g.c = g.relu(f"{p}_relu", g.conv(f"{p}_conv", g.x, g.c, cout, 3, bias)), cout
+        g.origin = _made(f"{p}_conv", cout)
     elif kind == "conv1x1_bn":
         cout, act = args
         y = g.conv(f"{p}_conv", g.x, g.c, cout, 1, False)
@@ -143,7 +160,7 @@ def _block(g: _Graph, i: int, block: tuple) -> None:
             (y,) = g.node("Clip", [y, g.const(f"{p}_act.min", 0.0), g.const(f"{p}_act.max", 6.0)], f"{p}_act")
         else:
             (y,) = g.node(act, [y], f"{p}_act")
-        g.x, g.c = y, cout
+        g.x, g.c, g.origin = y, cout, _made(f"{p}_conv", cout)
     elif kind == "depthwise":
         (bias,) = args
         g.x = g.relu(f"{p}_relu", g.conv(f"{p}_conv", g.x, g.c, g.c, 3, bias, group=g.c))
@@ -153,6 +170,7 @@ def _block(g: _Graph, i: int, block: tuple) -> None:
         b = g.conv(f"{p}_conv_b", g.x, g.c, cout, k2, bias2, tie=p)
         (y,) = g.node("Add", [a, b], f"{p}_add")
         g.x, g.c = (g.relu(f"{p}_relu", y) if relu else y), cout
+        g.origin = _made(f"{p}_conv_a", cout)  # tied to b{i}_conv_b's channel k
     elif kind == "identity_residual":
         (bias,) = args
         y = g.conv(f"{p}_conv", g.x, g.c, g.c, 3, bias, tie=p, identity_tie=True)
@@ -162,13 +180,16 @@ def _block(g: _Graph, i: int, block: tuple) -> None:
         a = g.conv(f"{p}_conv_a", g.x, g.c, w1, k1, True)
         b = g.conv(f"{p}_conv_b", g.x, g.c, w2, k2, True)
         g.x, g.c = g.node("Concat", [a, b], f"{p}_concat", axis=1)[0], w1 + w2
+        g.origin = _made(f"{p}_conv_a", w1) + _made(f"{p}_conv_b", w2)
     elif kind == "split":
         s1, cout1, cout2 = args
         sizes = g.const(f"{p}_split.sizes", [s1, g.c - s1], np.int64)
         x1, x2 = g.node("Split", [g.x, sizes], f"{p}_split", outputs=2, axis=1)
+        g.split_parts += [g.origin[:s1], g.origin[s1:]]
         a = g.conv(f"{p}_conv_a", x1, s1, cout1, 3, True)
         b = g.conv(f"{p}_conv_b", x2, g.c - s1, cout2, 3, False)
         g.x, g.c = g.node("Concat", [a, b], f"{p}_concat", axis=1)[0], cout1 + cout2
+        g.origin = _made(f"{p}_conv_a", cout1) + _made(f"{p}_conv_b", cout2)
     elif kind in ("maxpool", "avgpool"):
         g.x, g.s = g.pool("MaxPool" if kind == "maxpool" else "AveragePool", f"{p}_pool", g.x), g.s // 2
     elif kind == "resize_pool":
@@ -217,7 +238,7 @@ def build(spec: Spec) -> Built:
     zeroed = model
     for conv, channels in spec.zero:
         zeroed = T.zero_channels(zeroed, conv, channels)
-    return Built(model, zeroed, g.convs)
+    return Built(model, zeroed, g.convs, g.split_parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,8 +319,15 @@ def _group_of(report: dict, conv: str) -> dict:
     return found[0]
 
 
-def check_invariants(spec: Spec) -> dict:
-    """Prune the spec's zeroed model and assert the invariants; returns the report."""
+def _emptied_split_parts(built: Built, conv: str, channels: tuple[int, ...]) -> int:
+    """How many Split outputs hold only channels of `conv` from `channels`: removing them all
+    would leave a layer reading an empty tensor, so one channel of each such part stays."""
+    gone = {(conv, c) for c in channels}
+    return sum(1 for part in built.split_parts if part and all(o in gone for o in part))
+
+
+def check_invariants(spec: Spec) -> tuple[onnx.ModelProto, dict]:
+    """Prune the spec's zeroed model and assert the invariants; returns the pruned model and report."""
     built = build(spec)
     original, zeroed = built.model, built.zeroed
     pruned, report = prune(zeroed)
@@ -307,7 +335,9 @@ def check_invariants(spec: Spec) -> dict:
     # 1. a valid model with the same interface, and no node it did not have
     onnx.checker.check_model(pruned, full_check=True)
     assert [i.SerializeToString() for i in pruned.graph.input] == [i.SerializeToString() for i in original.graph.input]
-    assert [o.SerializeToString() for o in pruned.graph.output] == [o.SerializeToString() for o in original.graph.output]
+    assert [o.SerializeToString() for o in pruned.graph.output] == [
+        o.SerializeToString() for o in original.graph.output
+    ]
     assert {n.name for n in pruned.graph.node} <= {n.name for n in original.graph.node}
 
     # 2. the same outputs, wherever the report says every removal was exact
@@ -330,7 +360,8 @@ def check_invariants(spec: Spec) -> dict:
         if not any(p in zero and not built.convs[p].depthwise for p in g["producers"]):
             assert after == before, f"{g['name']} lost channels but none of its filters is zero: {g}"
 
-    # 4. zeroed channels that nothing ties or pins are gone
+    # 4. zeroed channels that nothing ties or pins are gone (but for one per Split output that
+    #    would otherwise have no channel left)
     for conv, channels in zero.items():
         info = built.convs[conv]
         if info.depthwise:
@@ -338,14 +369,15 @@ def check_invariants(spec: Spec) -> dict:
         group = _group_of(report, conv)
         if group["pinned_by"]:
             continue
-        expected = group["channels_before"] - len(channels)
+        origin = conv if info.tie is None else f"{info.tie}_conv_a"
+        expected = group["channels_before"] - len(channels) + _emptied_split_parts(built, origin, channels)
         if info.tie is None and group["producers"] == [conv]:
             assert group["channels_after"] == expected, f"{conv} zeroed {channels}: {group}"
         elif info.tie is not None and not info.identity_tie:
             pair = sorted(c for c, i in built.convs.items() if i.tie == info.tie)
             if sorted(group["producers"]) == pair and all(zero.get(c) == channels for c in pair):
                 assert group["channels_after"] == expected, f"{pair} both zeroed {channels}: {group}"
-    return report
+    return pruned, report
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -362,7 +394,7 @@ def test_random_graphs_prune_zero_filters_exactly(spec):
 def test_tied_residual_zeroed_in_both_convs_goes_through_the_add():
     spec = Spec(1, (("residual", 5, 3, 1, True, False, True), ("conv3x3", 4, True)), "gap_gemm",
                 (("b0_conv_a", (1, 3)), ("b0_conv_b", (1, 3))))  # fmt: skip
-    report = check_invariants(spec)
+    _, report = check_invariants(spec)
     group = _group_of(report, "b0_conv_a")
     assert sorted(group["producers"]) == ["b0_conv_a", "b0_conv_b"]
     assert (group["channels_before"], group["channels_after"]) == (5, 3)
@@ -370,17 +402,33 @@ def test_tied_residual_zeroed_in_both_convs_goes_through_the_add():
 
 def test_tied_residual_zeroed_in_one_conv_only_keeps_the_channels():
     spec = Spec(2, (("residual", 4, 3, 3, True, True, False),), "flatten_matmul", (("b0_conv_a", (0, 2)),))
-    report = check_invariants(spec)
+    _, report = check_invariants(spec)
     group = _group_of(report, "b0_conv_a")
     assert group["channels_after"] == group["channels_before"] == 4
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_constant_channels_after_bn_and_activation_fold_into_a_1x1_reader(act):
-    # Sigmoid maps the zeroed channels to 0.5: a constant that the 1x1 conv after it absorbs exactly.
+    # BatchNorm with zeroed scale and B gives 0; Sigmoid maps that to 0.5, a constant that the 1x1
+    # convs reading it absorb exactly into their biases; the other activations keep 0.
     spec = Spec(3, (("conv1x1_bn", 6, act), ("concat", 2, 3, 1, 1), ("avgpool",)), "flatten_matmul",
                 (("b0_conv", (0, 4, 5)),))  # fmt: skip
-    report = check_invariants(spec)
+    _, report = check_invariants(spec)
     group = _group_of(report, "b0_conv")
     assert group["channels_after"] == 3
-    assert group["removal"]["folded_border"] == group["removal"]["approximate"] == 0
+    assert group["removal"] == {"exact": 0, "folded": 0, "folded_border": 0, "approximate": 0} | (
+        {"folded": 3} if act == "Sigmoid" else {"exact": 3}
+    )
+
+
+def test_split_part_whose_channels_are_all_zeroed_keeps_one():
+    # conv (4 channels, 0, 1 and 3 zero) -> Relu -> Split [2, 2] -> a conv on each part -> Concat.
+    # Channels 0 and 1 are the whole first part: removing both would leave that Split output
+    # empty and b1_conv_a with a (3, 0, 3, 3) weight, which onnx.checker accepts but onnxruntime
+    # refuses ("Conv input and output channels must be greater than 0"). One of them stays.
+    spec = Spec(0, (("conv3x3", 4, True), ("split", 2, 3, 2)), "gap_gemm", (("b0_conv", (0, 1, 3)),))
+    pruned, report = check_invariants(spec)
+    assert _group_of(report, "b0_conv")["channels_after"] == 2
+    split = next(n for n in pruned.graph.node if n.name == "b1_split")
+    sizes = next(t for t in pruned.graph.initializer if t.name == split.input[1])
+    assert numpy_helper.to_array(sizes).tolist() == [1, 1]

@@ -36,13 +36,12 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     y = node.outputs[0]
-    weight = a.constant(w)
     lx = a.layout(x)
-    if weight is None or (b is not None and a.constant(b) is None):
+    if not a.is_constant(w) or (b is not None and not a.is_constant(b)):
         a.pin(lx, computed_weight_reason(node, w))
         return
     groups = int(node.attrs.get("group", 1))
-    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    out_channels, in_per_group = a.shape(w)[0], a.shape(w)[1]
     in_channels = in_per_group * groups
     if groups == 1:
         if lx is not None:
@@ -75,9 +74,8 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
 def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-    weight = a.constant(w)
     lx = a.layout(x)
-    if weight is None or (b is not None and a.constant(b) is None):
+    if not a.is_constant(w) or (b is not None and not a.is_constant(b)):
         a.pin(lx, computed_weight_reason(node, w))
         return
     groups = int(node.attrs.get("group", 1))
@@ -86,7 +84,7 @@ def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
         return
     if lx is not None:
         a.add_slice("consumer", node, w, 0, lx)
-    out = a.new_layer_channels(node, weight.shape[1])
+    out = a.new_layer_channels(node, a.shape(w)[1])
     a.add_slice("producer", node, w, 1, out)
     if b is not None:
         a.add_slice("producer", node, b, 0, out)

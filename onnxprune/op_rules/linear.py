@@ -15,14 +15,13 @@ def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs[0], node.inputs[1]
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     lx = a.layout(x)
-    weight = a.constant(w)
-    if weight is None or node.attrs.get("transA", 0) or weight.ndim != 2:
+    if not a.is_constant(w) or node.attrs.get("transA", 0) or len(a.shape(w)) != 2:
         a.pin(lx, f"Gemm {node.name} has a computed weight or transA=1")
         return
     trans_b = int(node.attrs.get("transB", 0))
     if lx is not None:
         a.add_slice("consumer", node, w, 1 if trans_b else 0, lx)
-    out = a.new_layer_channels(node, weight.shape[0 if trans_b else 1])
+    out = a.new_layer_channels(node, a.shape(w)[0 if trans_b else 1])
     a.add_slice("producer", node, w, 0 if trans_b else 1, out)
     if c is not None:
         bias = a.constant(c)
@@ -39,13 +38,12 @@ def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
 def _matmul(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs
     lx = a.layout(x)
-    weight = a.constant(w)
-    if weight is None or weight.ndim != 2 or a.rank(x) != 2 or a.rank(node.outputs[0]) != 2:
+    if not a.is_constant(w) or len(a.shape(w)) != 2 or a.rank(x) != 2 or a.rank(node.outputs[0]) != 2:
         a.pin(lx, f"MatMul {node.name} is not a 2-D input times a constant matrix")
         return
     if lx is not None:
         a.add_slice("consumer", node, w, 0, lx)
-    out = a.new_layer_channels(node, weight.shape[1])
+    out = a.new_layer_channels(node, a.shape(w)[1])
     a.add_slice("producer", node, w, 1, out)
     a.set_layout(node.outputs[0], out)
     a.add_value_step(node, "layer")
