@@ -1,7 +1,8 @@
 """Benchmark: `analyze` + `prune` of VGG16 (ImageNet, 138M weights) against `onnx.load` +
 `onnx.save` of the same model, measured side by side in one run. Goal: at most 3x.
 
-The model is torchvision's VGG16 with random weights, exported once (cached under build/) and
+Each step runs in a fresh process (imports not timed), as a user runs the command; the steps are
+interleaved over the runs and the medians compared. The model is torchvision's VGG16 with random weights, exported once (cached under build/) and
 then given 30% zero filters per conv so the prune really cuts. Results go to
 benchmarks/results/bench_prune.{json,md}.
 
@@ -14,13 +15,14 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 import onnxprune
 
@@ -56,12 +58,27 @@ def vgg16_model() -> Path:
     return path
 
 
-def timed(fn, runs: int) -> list[float]:
+STEPS = {
+    "load_save": "import onnx\nonnx.save(onnx.load(MODEL), OUT)",
+    "analyze": "import onnxprune\nonnxprune.analyze(MODEL)",
+    "prune": "import onnxprune\nonnxprune.prune(MODEL, OUT, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)",
+}
+
+
+def timed(step: str, model: Path, out: Path, runs: int) -> list[float]:
+    """Seconds of `step` (imports excluded), each run in a fresh process as a user would run it,
+    so no run inherits another's memory."""
+    code = (
+        f"import time\nMODEL, OUT = {str(model)!r}, {str(out)!r}\n"
+        + STEPS[step].split("\n")[0]
+        + "\nstart = time.perf_counter()\n"
+        + "\n".join(STEPS[step].split("\n")[1:])
+        + "\nprint(time.perf_counter() - start)"
+    )
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
+        times.append(float(result.stdout.strip().splitlines()[-1]))
     return times
 
 
@@ -72,20 +89,10 @@ def main() -> None:
     path = vgg16_model()
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = Path(tmp) / "out.onnx"
-        copy = Path(tmp) / "copy.onnx"
-
-        def load_save():
-            onnx.save(onnx.load(path), copy)
-
-        def analyze():
-            onnxprune.analyze(path)
-
-        def prune():
-            onnxprune.prune(path, out, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)
-
-        results = {}
-        for name, fn in (("load_save", load_save), ("analyze", analyze), ("prune", prune)):
-            results[name] = timed(fn, args.runs)
+        results = {step: [] for step in STEPS}
+        for _ in range(args.runs):  # interleaved, so a slow phase of the machine hits every step
+            for step in STEPS:
+                results[step] += timed(step, path, out, 1)
         report = onnxprune.prune(path, None, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {

@@ -130,6 +130,7 @@ class ChannelAnalysis:
         self.class_index: np.ndarray = np.zeros(0, dtype=np.int64)
         self._producer_ops: dict[str, str] = {}
         self._folded: dict[str, np.ndarray | None] = {}
+        self._values: dict[str, np.ndarray] = {}
         self.opset_imports = list(model.opset_import)
         self._tensors: dict[str, gs.Tensor] | None = None
         self.owns_model = False  # True when loaded here from a file: the surgery may edit it
@@ -157,7 +158,9 @@ class ChannelAnalysis:
         if tensor is None:
             return None
         if isinstance(tensor, gs.Constant):
-            return constant_value(tensor)
+            if tensor.name not in self._values:  # read once: selection and surgery share it
+                self._values[tensor.name] = constant_value(tensor)
+            return self._values[tensor.name]
         if tensor.name not in self._folded:
             self._folded[tensor.name] = _fold(tensor, self.opset_imports)
         return self._folded[tensor.name]

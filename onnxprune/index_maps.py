@@ -31,10 +31,9 @@ class IndexMap:
             raise ValueError(f"positions must be 2-D (channels, width); got shape {p.shape}")
         if p.size and (p.min() < -1 or p.max() >= self.dst_size):
             raise ValueError(f"positions must lie in [0, {self.dst_size}) or be -1")
-        for row in p:
-            hit = row[row >= 0]
-            if np.unique(hit).size != hit.size:
-                raise ValueError("a source channel lists the same position twice")
+        ordered = np.sort(p, axis=1)
+        if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():
+            raise ValueError("a source channel lists the same position twice")
         p.setflags(write=False)
         object.__setattr__(self, "positions", p)
 

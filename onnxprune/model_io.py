@@ -86,8 +86,6 @@ def save_model(
         else:
             with open(staged, "wb") as f:
                 f.write(model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
         os.replace(staged, out)
     return out
 
