@@ -44,6 +44,16 @@ def _chain(input_shape=(1, 3, 8, 8), middle: list[onnx.NodeProto] | None = None,
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
+def _run_file(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    """onnxruntime outputs of the model file at `path` (reads its external data itself)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = cli.main(args)
     captured = capsys.readouterr()
@@ -215,3 +225,32 @@ def test_a_plan_for_another_model_is_refused(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     assert cli.main(["prune", str(second), "-o", str(tmp_path / "x.onnx"), "--plan-out", str(plan), "-q"]) == 0
     _assert_refused(["prune", str(first), "-o", str(out), "--plan", str(plan)], out, capsys, "conv_extra")
+
+
+@pytest.mark.slow
+def test_a_model_over_2gb_is_pruned_and_saved_with_external_data(tmp_path, capsys):
+    """2.2 GB of weights in a branch the prune does not touch: read from external data, written
+    back with external data (protobuf cannot hold 2 GiB), outputs unchanged."""
+    model = T.zero_channels(_chain(), "conv_a", [1, 4])
+    columns = 2_900_000  # 192 x 2.9M float32 = 2.2 GB
+    g = model.graph
+    g.node.extend([helper.make_node("Flatten", ["x"], ["xf"], name="flatten_x"),
+                   helper.make_node("MatMul", ["xf", "big"], ["y2"], name="big_matmul")])  # fmt: skip
+    g.output.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, columns]))
+    big = g.initializer.add()  # filled in place: protobuf cannot copy a message this big
+    big.name, big.data_type = "big", TensorProto.FLOAT
+    big.dims.extend([192, columns])
+    big.raw_data = np.full(192 * columns, 0.5, np.float32).tobytes()
+    src, out = tmp_path / "big.onnx", tmp_path / "out.onnx"
+    onnx.save(model, src, save_as_external_data=True, location="big.onnx.data", size_threshold=1024)
+    del model, big
+    code, stdout, _ = _run_cli(["prune", str(src), "-o", str(out), *ZERO, "--json"], capsys)
+    assert code == 0
+    group = next(g for g in json.loads(stdout)["groups"] if g["name"] == "conv_a")
+    assert group["channels_after"] == 6
+    assert (tmp_path / "out.onnx.data").stat().st_size > 2**31
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    y_in, y2_in = _run_file(src, x)
+    y_out, y2_out = _run_file(out, x)
+    np.testing.assert_allclose(y_out, y_in, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y2_out, y2_in)
