@@ -41,7 +41,9 @@ sanitize: $(DEPS_STAMP)
 	  -k "not torch" -o addopts="--strict-markers --import-mode=importlib"
 
 bench: install
-	$(PY) benchmarks/bench_stats.py
+	$(PY) -P benchmarks/bench_stats.py
+	$(PY) -P benchmarks/bench_prune.py
+	$(VENV)/bin/pytest -m slow
 
 clean:
 	rm -rf build dist *.egg-info
