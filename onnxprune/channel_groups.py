@@ -124,13 +124,15 @@ class ChannelAnalysis:
         self._pins: list[tuple[np.ndarray, str]] = []
         self.edits: list[ChannelEdit] = []
         self.value_steps: list[ValueStep] = []
-        self.groups: list[ChannelGroup] = []
+        self.groups: list[ChannelGroup] = []  # the groups with layer channels, in graph order
+        self.all_groups: list[ChannelGroup] = []  # and those of graph inputs and lone pads
         self.element_class: np.ndarray = np.zeros(0, dtype=np.int64)
         self.class_group: np.ndarray = np.zeros(0, dtype=np.int64)
         self.class_index: np.ndarray = np.zeros(0, dtype=np.int64)
         self._producer_ops: dict[str, str] = {}
         self._folded: dict[str, np.ndarray | None] = {}
         self._values: dict[str, np.ndarray] = {}
+        self._names: set[str] | None = None
         self.opset_imports = list(model.opset_import)
         self._tensors: dict[str, gs.Tensor] | None = None
         self.owns_model = False  # True when loaded here from a file: the surgery may edit it
@@ -202,7 +204,7 @@ class ChannelAnalysis:
             self.pad_values[int(e)] = value
         return elements
 
-    def new_fixed_channels(self, name: str, count: int) -> np.ndarray:
+    def new_fixed_channels(self, count: int) -> np.ndarray:
         """Channels nobody may remove (a graph input's, or an untracked tensor's joined by Concat)."""
         return self._new_elements(count, ElementKind.FIXED, "")
 
@@ -315,11 +317,22 @@ class ChannelAnalysis:
         _pin_shared_constants(groups, self._raw_slices, self.graph)
         # Groups without any layer channel (graph inputs, pads alone) are nothing to prune.
         self.groups = [g for g in groups if g.producer_nodes]
-        self._all_groups = groups
+        self.all_groups = groups
 
     def group_index(self) -> dict[str, int]:
-        """Position in `_all_groups` of each reported group, by name."""
-        return {g.name: i for i, g in enumerate(self._all_groups) if g.producer_nodes}
+        """Position in `all_groups` of each reported group, by name."""
+        return {g.name: i for i, g in enumerate(self.all_groups) if g.producer_nodes}
+
+    def unique_name(self, base: str) -> str:
+        """`base`, or `base_1`, `base_2`, ...: a tensor name the graph does not use yet."""
+        if self._names is None:
+            self._names = set(self.graph.tensors())
+        name, i = base, 0
+        while name in self._names:
+            i += 1
+            name = f"{base}_{i}"
+        self._names.add(name)
+        return name
 
     def producer_op(self, node_name: str) -> str:
         return self._producer_ops.get(node_name, "")
@@ -440,7 +453,7 @@ def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool 
     for tensor in graph.inputs:
         shape = analysis.shape(tensor)
         if shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
-            analysis.set_layout(tensor, analysis.new_fixed_channels(tensor.name, shape[1]))
+            analysis.set_layout(tensor, analysis.new_fixed_channels(shape[1]))
     for node in graph.nodes:
         op_rules.apply(analysis, node)
     for tensor in graph.outputs:

@@ -23,7 +23,7 @@ from onnxprune.index_maps import removed_positions
 from onnxprune.model_io import InputError, check_model
 from onnxprune.op_rules.channel_axis import pad_params
 from onnxprune.op_rules.conv import zero_padded
-from onnxprune.op_rules.reshape import _pieces
+from onnxprune.op_rules.reshape import shape_pieces
 from onnxprune.selection import PrunePlan
 
 __all__ = ["GroupChange", "SurgeryResult", "apply_plan"]
@@ -60,7 +60,7 @@ class _Surgery:
             if name not in index:
                 raise InputError(f"the plan names group {name!r}, which this model does not have; "
                                  "make the plan from this model")  # fmt: skip
-            group = analysis._all_groups[index[name]]
+            group = analysis.all_groups[index[name]]
             if len(mask) != group.size:
                 raise InputError(f"the plan gives group {name!r} {len(mask)} channels; the model has {group.size}")
             if group.pinned and not mask.all():
@@ -130,7 +130,7 @@ class _Surgery:
 
     def _consumer_nodes(self) -> set[str]:
         if not hasattr(self, "_consumers"):
-            self._consumers = {sl.node for g in self.a._all_groups for sl in g.consumers}
+            self._consumers = {sl.node for g in self.a.all_groups for sl in g.consumers}
         return self._consumers
 
     def _compensate(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, in_axis: int, out_axis: int) -> None:
@@ -192,7 +192,7 @@ class _Surgery:
             return None
         w = self.array(node.inputs[1])
         out_axis = 1 if node.op == "ConvTranspose" or (node.op == "Gemm" and not node.attrs.get("transB", 0)) else 0
-        name = _unique(self.a, f"{node.name}_bias")
+        name = self.a.unique_name(f"{node.name}_bias")
         const = gs.Constant(name, np.zeros(w.shape[out_axis], dtype=w.dtype))
         while len(node.inputs) < index:
             node.inputs.append(gs.Variable.empty())
@@ -212,7 +212,7 @@ class _Surgery:
         old = node.inputs[2]
         w = self.array(node.inputs[1])
         m = w.shape[0 if node.attrs.get("transB", 0) else 1]
-        name = _unique(self.a, f"{node.name}_bias")
+        name = self.a.unique_name(f"{node.name}_bias")
         value = np.full(m, self.array(old).reshape(-1)[0], dtype=self.array(old).dtype)
         const = gs.Constant(name, value)
         node.inputs[2] = const
@@ -314,8 +314,8 @@ class _Surgery:
         """Delete removed positions from every parameter slice; rewrite channel-counting inputs
         and attributes; fix the shapes of changed tensors. True if anything changed."""
         removals: dict[str, dict[int, np.ndarray]] = {}
-        index = {id(g): i for i, g in enumerate(self.a._all_groups)}
-        for group in self.a._all_groups:
+        index = {id(g): i for i, g in enumerate(self.a.all_groups)}
+        for group in self.a.all_groups:
             classes = np.nonzero(self.a.class_group == index[id(group)])[0]
             keep = np.ones(group.size, dtype=bool)
             keep[self.a.class_index[classes]] = self.keep_class[classes]
@@ -360,7 +360,7 @@ class _Surgery:
             tensor.values = value
             return
         self.orphaned = True
-        const = gs.Constant(_unique(self.a, f"{name}_pruned"), value)
+        const = gs.Constant(self.a.unique_name(f"{name}_pruned"), value)
         for reader in list(tensor.outputs):
             for i, t in enumerate(reader.inputs):
                 if t is tensor:
@@ -368,7 +368,7 @@ class _Surgery:
 
     def _set_input(self, node: gs.Node, index: int, value: np.ndarray, name: str) -> None:
         self.orphaned = True
-        const = gs.Constant(_unique(self.a, f"{node.name}_{name}"), value)
+        const = gs.Constant(self.a.unique_name(f"{node.name}_{name}"), value)
         while len(node.inputs) <= index:
             node.inputs.append(gs.Variable.empty())
         node.inputs[index] = const
@@ -376,13 +376,13 @@ class _Surgery:
     def _edit_reshape(self, node: gs.Node, edit) -> None:
         entry, factor = edit.detail
         count = int(self.keep(node.outputs[0].name).sum()) if factor > 1 else int(self.keep(edit.inputs[0]).sum())
-        for piece, at in _pieces(self.a, node.inputs[1]):
+        for piece, at in shape_pieces(self.a, node.inputs[1]):
             value = self.a.constant(piece)
             if value is not None and at <= entry < at + value.size:
                 new = value.reshape(-1).copy()
                 new[entry - at] = count
                 owner = node if piece is node.inputs[1] else node.inputs[1].inputs[0]
-                owner.inputs[owner.inputs.index(piece)] = gs.Constant(_unique(self.a, f"{owner.name}_shape"), new.reshape(value.shape))
+                owner.inputs[owner.inputs.index(piece)] = gs.Constant(self.a.unique_name(f"{owner.name}_shape"), new.reshape(value.shape))
                 return
         raise AssertionError(f"reshape {node.name}: no constant entry {entry}")
 
@@ -452,17 +452,6 @@ def _find_start(lx: np.ndarray, ly: np.ndarray) -> int:
     if len(ly) == 0:
         return 0
     return int(np.nonzero(lx == ly[0])[0][0])
-
-
-def _unique(analysis: ChannelAnalysis, base: str) -> str:
-    used = analysis.graph.tensors().keys() if not hasattr(analysis, "_names") else analysis._names
-    analysis._names = set(used)
-    name, i = base, 0
-    while name in analysis._names:
-        i += 1
-        name = f"{base}_{i}"
-    analysis._names.add(name)
-    return name
 
 
 def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:

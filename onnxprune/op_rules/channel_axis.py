@@ -43,7 +43,7 @@ def _concat(a: ChannelAnalysis, node: gs.Node) -> None:
             if shape is None or not isinstance(shape[1], int):
                 a.pin_inputs(node, f"Concat {node.name} joins a tensor with an unknown channel count")
                 return
-            layout = a.new_fixed_channels(t.name, shape[1])
+            layout = a.new_fixed_channels(shape[1])
         parts.append(layout)
         segments.append((t.name, np.arange(len(layout))))
     a.set_layout(y, np.concatenate(parts))

@@ -45,19 +45,22 @@ def _reduce(a: ChannelAnalysis, node: gs.Node) -> None:
 
 
 def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
+    """Softmax, LogSoftmax, LpNormalization: the output keeps the input's channels; over axis 1
+    (or, before opset 13, Softmax's flattened axes from 1 on) it mixes their values."""
     x, y = node.inputs[0], node.outputs[0]
     lx, rank = a.layout(x), a.rank(x)
-    axis = int(node.attrs.get("axis", -1 if node.op != "LpNormalization" else -1))
+    default = 1 if node.op != "LpNormalization" and a.opset < 13 else -1
+    axis = int(node.attrs.get("axis", default))
     axis = axis + rank if rank is not None and axis < 0 else axis
-    if rank is None or axis == 0 or (node.op != "LpNormalization" and a.opset < 13 and axis <= 1):
-        a.pin(lx, f"{node.op} {node.name} normalises over the batch or flattened axes")
+    if rank is None or axis == 0:
+        a.pin(lx, f"{node.op} {node.name} normalises over the batch axis")
         return
     a.set_layout(y, lx)
-    if axis == 1:
+    mixes = axis == 1 or (node.op != "LpNormalization" and a.opset < 13 and axis <= 1)
+    if mixes:
         a.add_value_step(node, "reduce", (x.name,))
-        a.add_value_step(node, "opaque", (y.name,))
-    else:
-        a.add_value_step(node, "eval")
+    # A constant channel normalised over its spatial axes depends on their size: not evaluated.
+    a.add_value_step(node, "opaque", (y.name,))
 
 
 RULES = {**{op: _reduce for op in REDUCE}, "LpNormalization": _across_channels, "Softmax": _across_channels,

@@ -46,7 +46,7 @@ def _flatten(a: ChannelAnalysis, node: gs.Node) -> None:
     _repeat(x, y, lx, factor, a, node)
 
 
-def _pieces(a: ChannelAnalysis, tensor: gs.Tensor) -> list[tuple[gs.Tensor, int]] | None:
+def shape_pieces(a: ChannelAnalysis, tensor: gs.Tensor) -> list[tuple[gs.Tensor, int]] | None:
     """A Reshape's shape input as its 1-D pieces (tensor, offset of its first entry): the
     constant itself, or the inputs of the Concat that builds it (`x.view(x.size(0), -1)`)."""
     if a.constant(tensor) is not None:
@@ -66,7 +66,7 @@ def _pieces(a: ChannelAnalysis, tensor: gs.Tensor) -> list[tuple[gs.Tensor, int]
 def shape_entry(a: ChannelAnalysis, tensor: gs.Tensor, index: int) -> int | str | None:
     """Entry `index` of a Reshape's shape input: an int when constant, "batch" when it is the
     batch size read from a tensor at run time (Gather(Shape(x), 0)), else None."""
-    pieces = _pieces(a, tensor)
+    pieces = shape_pieces(a, tensor)
     for piece, at in pieces or ():
         value = a.constant(piece)
         if value is not None and at <= index < at + value.size:
