@@ -242,22 +242,10 @@ class ChannelAnalysis:
 
     # ----- union-find ----------------------------------------------------------------------
     def _find(self, x: int) -> int:
-        parent = self._parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
+        return _root(self._parent, x)
 
     def _find_space(self, s: int) -> int:
-        parent = self._space_parent
-        root = s
-        while parent[root] != root:
-            root = parent[root]
-        while parent[s] != root:
-            parent[s], s = root, parent[s]
-        return root
+        return _root(self._space_parent, s)
 
     # ----- result --------------------------------------------------------------------------
     def finish(self) -> None:
@@ -340,6 +328,16 @@ class ChannelAnalysis:
 
 # Quantized weights stay quantized: folding them would silently turn the model into a float one.
 _NOT_FOLDED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan")
+def _root(parent: list[int], x: int) -> int:
+    """Union-find: the root of x, compressing the path on the way."""
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        parent[x], x = root, parent[x]
+    return root
+
+
 _FOLD_LIMIT = 64
 
 
