@@ -295,7 +295,8 @@ class _Surgery:
                 shape = [1] * rank
                 feeds[t.name] = np.ones(shape, dtype=np.float32)  # an untracked activation (a norm)
                 proto_inputs.append(t.name)
-        annihilates = node.op in ("Mul", "Div") and proto_inputs and node.inputs[0].name not in proto_inputs
+        # x * y and x / y stay 0 where the tracked x is 0, whatever the untracked y (a norm) is.
+        annihilates = bool(proto_inputs) and node.op in ("Mul", "Div") and node.inputs[0].name not in proto_inputs
         model = onnx.helper.make_model(
             onnx.helper.make_graph(
                 [OnnxExporter.export_node(node)], "eval",
