@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"onnxprune {args.command}: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `onnxprune analyze m.onnx | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
