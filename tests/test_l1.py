@@ -1,0 +1,68 @@
+"""The L1 sparsity regulariser and its sparsity report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onnxprune.model_io import InputError
+from onnxprune.train.l1 import L1Sparsity
+
+
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    )  # fmt: skip
+
+
+def test_penalty_is_lambda_times_the_l1_norm_of_the_chosen_convs():
+    net = _net()
+    l1 = L1Sparsity(net, 1e-3, layers=["3"])
+    assert list(l1.weights) == ["3"]
+    expected = 1e-3 * net[3].weight.abs().sum()
+    torch.testing.assert_close(l1(), expected)
+    l1().backward()
+    torch.testing.assert_close(net[3].weight.grad, 1e-3 * torch.sign(net[3].weight))
+    assert net[0].weight.grad is None and net[3].bias.grad is None
+
+
+def test_default_layers_are_every_conv():
+    assert list(L1Sparsity(_net(), 0.1).weights) == ["0", "3"]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.2])
+def test_sparsity_matches_numpy(threshold):
+    net = _net()
+    with torch.no_grad():
+        net[0].weight[:3] = 0
+    report = L1Sparsity(net, 0.1).sparsity(threshold)
+    weights = [net[0].weight.detach().numpy(), net[3].weight.detach().numpy()]
+    zero = sum(int((np.abs(w.astype(np.float64)) <= threshold).sum()) for w in weights)
+    assert report.overall == pytest.approx(zero / sum(w.size for w in weights))
+    filters = sum(int((np.abs(w) <= threshold).reshape(len(w), -1).all(axis=1).sum()) for w in weights)
+    assert report.zero_filters == filters >= 3
+    assert "filters all zero" in report.line()
+
+
+def test_training_with_l1_makes_weights_sparse():
+    net = _net()
+    l1 = L1Sparsity(net, 0.05)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    x = torch.randn(16, 3, 8, 8)
+    before = l1.sparsity(1e-3).overall
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = net(x).pow(2).mean() + l1()
+        loss.backward()
+        optimizer.step()
+    assert l1.sparsity(1e-3).overall > before + 0.2
+
+
+@pytest.mark.parametrize(("lam", "layers", "needle"), [(-1.0, ("*",), "--l1 must be >= 0"), (0.1, ("head*",), "matches no conv")])
+def test_bad_arguments(lam, layers, needle):
+    with pytest.raises(InputError, match=needle):
+        L1Sparsity(_net(), lam, layers)
