@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+
+
+PRESET_NAMES = ("cifar", "imagenet", "ulfd", "yunet")  # onnxprune.datasets.PRESETS, without importing torch
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,11 +36,40 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--plan-out", help="also write the selection as a JSON plan")
 
+    finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
+    sparsify = sub.add_parser("sparsify", help="L1 sparsity training (the paper's step 1), with labels or --teacher")
+    for p, l1_default in ((finetune, 0.0), (sparsify, 1e-4)):
+        p.add_argument("model", help="the ONNX model to train (never modified)")
+        p.add_argument("-o", "--output", required=True, help="path of the trained model")
+        p.add_argument("--data", required=True, metavar="SPEC",
+                       help="imagefolder:DIR, images:DIR, npz:FILE, voc:DIR or coco:ANN.json:DIR")  # fmt: skip
+        p.add_argument("--teacher", help="the unpruned ONNX model: distil its outputs (needed without labels)")
+        p.add_argument("--val", metavar="SPEC", help="labelled data to report accuracy on after each epoch")
+        p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, cosine schedule (default 0.01)")
+        p.add_argument("--l1", type=float, default=l1_default, metavar="LAMBDA",
+                       help=f"weight of the L1 penalty on conv weights (default {l1_default:g})")  # fmt: skip
+        p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB", help="convs the L1 penalty covers")
+        p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
+        p.add_argument("--limit", type=int, help="use only the first N images")
+        p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
+        p.add_argument("--preset", choices=sorted(PRESET_NAMES), help="preprocessing of a known model family")
+        p.add_argument("--size", metavar="WxH", help="input size (default: the model's)")
+        p.add_argument("--scale", type=float, help="pixel scale before mean/std (default 1/255)")
+        p.add_argument("--mean", metavar="M,M,M", help="per-channel mean (after scaling)")
+        p.add_argument("--std", metavar="S,S,S", help="per-channel std (after scaling)")
+        p.add_argument("--bgr", action="store_true", help="the model reads BGR")
+        p.add_argument("--nhwc", action="store_true", help="the model reads N,H,W,C")
+
     demo = sub.add_parser("demo", help="show the weight statistics on a VGG16 built and exported here")
     demo.add_argument("--out", default="demo-out", help="folder for the model, JSON and plot (default: demo-out)")
     demo.add_argument("--sparsity", type=float, default=0.5, help="target share of zero weights (default 0.5)")
     demo.add_argument("--quick", action="store_true", help="fewer curve points (for tests)")
-    for p in (analyze, prune, demo):
+    for p in (analyze, prune, finetune, sparsify, demo):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="progress with timings; tracebacks on errors")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -70,6 +103,51 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preprocess(args: argparse.Namespace):
+    from onnxprune.datasets import PRESETS, Preprocess
+
+    base = PRESETS[args.preset] if args.preset else Preprocess()
+    changes = {}
+    if args.size:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--size must look like 320x240; got {args.size!r}") from None
+        changes["size"] = (w, h)
+    for name in ("mean", "std"):
+        text = getattr(args, name)
+        if text:
+            try:
+                values = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                raise ValueError(f"--{name} must be comma-separated numbers; got {text!r}") from None
+            changes[name] = values if len(values) == 3 else values * 3
+    if args.scale is not None:
+        changes["scale"] = args.scale
+    if args.bgr:
+        changes["bgr"] = True
+    if args.nhwc:
+        changes["nhwc"] = True
+    return dataclasses.replace(base, **changes)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from onnxprune.train.loop import TrainConfig, train
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
+        threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
+        device=args.device, preprocess=_preprocess(args),
+    )  # fmt: skip
+    result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
+                   resume=args.resume, progress=not args.quiet and not args.json)  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+    elif not args.quiet:
+        print(f"wrote {result['output']} after {result['epochs']} epochs")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from onnxprune import demo
 
@@ -86,7 +164,8 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"analyze": _analyze, "prune": _prune, "demo": _demo}[args.command](args)
+        commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "demo": _demo}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         if args.verbose:
             raise

@@ -1,0 +1,294 @@
+"""Training an ONNX model's weights in PyTorch: fine-tuning with labels, distillation from the
+unpruned model without them, and L1 sparsity induction (`sparsify` = L1 + either).
+
+The model is converted with onnx2torch, trained, and its weights are written back into the
+original graph (`roundtrip.write_back`). Runs unchanged under `torchrun --nproc_per_node N`
+(DistributedDataParallel: gloo on CPU, nccl on GPUs; only rank 0 writes files). A checkpoint is
+written after every epoch next to the output (`<output>.ckpt`); `resume=True` continues from it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onnxprune.cost import model_cost
+from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
+from onnxprune.model_io import InputError, load_model, save_model
+from onnxprune.train.l1 import L1Sparsity
+from onnxprune.train.roundtrip import to_torch, write_back
+
+__all__ = ["TrainConfig", "train"]
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved in each checkpoint)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.01
+    l1: float = 0.0
+    layers: tuple[str, ...] = ("*",)
+    threshold: float = 1e-3  # for the sparsity reported each epoch
+    clip: float = 1.0  # gradient norm clipping
+    augment: bool = True
+    seed: int = 0
+    limit: int | None = None  # use the first N images of the data spec
+    device: str = "auto"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(f"--epochs and --batch-size must be >= 1; got {self.epochs} and {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be > 0; got {self.lr}")
+        if not self.l1 >= 0:
+            raise InputError(f"--l1 must be >= 0; got {self.l1}")
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed(device: torch.device) -> _Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            return torch.device("cuda", local)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[int, int]:
+    """(W, H) the model reads; a --size that contradicts a static input shape is refused."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(shape) != 4:
+        raise InputError(f"the model's input has {len(shape)} dims; training needs an image input (N, C, H, W)")
+    h, w = (shape[1], shape[2]) if preprocess.nhwc else (shape[2], shape[3])
+    if preprocess.size is not None:
+        if (w is not None and preprocess.size[0] != w) or (h is not None and preprocess.size[1] != h):
+            raise InputError(f"--size {preprocess.size[0]}x{preprocess.size[1]} does not match the model's input {w}x{h}")
+        return preprocess.size
+    if w is None or h is None:
+        raise InputError("the model's input size is dynamic; give --size WxH")
+    return (w, h)
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random resized crop (area 60-100%), horizontal flip and brightness/contrast jitter of a
+    uint8 (N, H, W, 3) batch, drawn from `generator` (deterministic for a seed)."""
+    n, h, w, _ = images.shape
+    out = images.permute(0, 3, 1, 2).float()
+    result = torch.empty_like(out)
+    for i in range(n):
+        r = torch.rand(6, generator=generator)
+        area = 0.6 + 0.4 * float(r[0])
+        ch, cw = max(1, int(h * area**0.5)), max(1, int(w * area**0.5))
+        top, left = int(float(r[1]) * (h - ch + 1)), int(float(r[2]) * (w - cw + 1))
+        crop = out[i : i + 1, :, top : top + ch, left : left + cw]
+        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
+        if r[3] < 0.5:
+            crop = crop.flip(-1)
+        brightness, contrast = 0.8 + 0.4 * float(r[4]), 0.8 + 0.4 * float(r[5])
+        mean = crop.mean()
+        result[i] = ((crop - mean) * contrast + mean) * brightness
+    return result.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _outputs(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    out = module(x)
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error per output, divided by the teacher output's mean square, summed: every
+    output (scores, boxes, logits) counts the same whatever its scale."""
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher, strict=True):
+        total = total + F.mse_loss(s.float(), t.float()) / (t.float().pow(2).mean() + 1e-8)
+    return total
+
+
+@torch.no_grad()
+def _accuracy(module: nn.Module, data: ImageSet, preprocess: Preprocess, device: torch.device, batch: int) -> float:
+    module.eval()
+    correct = 0
+    for start in range(0, len(data), batch):
+        x = preprocess(torch.from_numpy(data.images[start : start + batch])).to(device)
+        logits = _outputs(module, x)[0]
+        correct += int((logits.argmax(1).cpu() == torch.from_numpy(data.labels[start : start + batch])).sum())
+    return correct / max(len(data), 1)
+
+
+def train(
+    model: str | os.PathLike | onnx.ModelProto,
+    output: str | os.PathLike,
+    data: str,
+    *,
+    teacher: str | os.PathLike | onnx.ModelProto | None = None,
+    config: TrainConfig = TrainConfig(),
+    val: str | None = None,
+    loss_fn: LossFn | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train `model` on `data` and write the trained ONNX model to `output`. With labels and no
+    teacher: cross-entropy on the first output; with a teacher (an ONNX model, usually the
+    unpruned one): distillation on all outputs (plus cross-entropy when there are labels); or
+    `loss_fn(student_outputs, labels, teacher_outputs)`. `config.l1 > 0` adds the L1 penalty.
+    Returns the JSON of `onnxprune finetune` / `sparsify`."""
+    out_path = Path(output)
+    if not out_path.parent.is_dir():
+        raise InputError(f"{out_path}: the output folder {out_path.parent} does not exist")
+    if not isinstance(model, onnx.ModelProto) and out_path.exists() and os.path.samefile(out_path, model):
+        raise InputError(f"{out_path}: the output path is the input model; choose another output path")
+    torch.manual_seed(config.seed)
+    device = _device(config.device)
+    dist = _distributed(device)
+    source = load_model(model)
+    size = _input_size(source, config.preprocess)
+    images = load_images(data, size, config.limit)
+    student = to_torch(source)
+    module = student.module.to(device)
+    teacher_module = None
+    if teacher is not None:
+        teacher_module = to_torch(teacher).module.to(device).eval()
+        for p in teacher_module.parameters():
+            p.requires_grad_(False)
+    if teacher_module is None and loss_fn is None and not images.labelled:
+        raise InputError(f"--data {data}: the images have no labels; give --teacher (the unpruned model) to distill")
+    with torch.no_grad():
+        probe = _outputs(module.eval(), config.preprocess(torch.from_numpy(images.images[:1])).to(device))
+    if images.labelled and teacher_module is None and loss_fn is None:
+        if probe[0].dim() != 2:
+            raise InputError("labels need a classifier (first output N x classes); use --teacher for other models")
+        check_labels(images, probe[0].shape[1])
+    val_set = load_images(val, size) if val is not None else None
+    l1 = L1Sparsity(module, config.l1, config.layers) if config.l1 > 0 else None
+
+    optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = max(1, -(-len(images) // (config.batch_size * dist.world)))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    checkpoint = out_path.with_name(out_path.name + ".ckpt")
+    start_epoch, history = 0, []
+    if resume:
+        if not checkpoint.is_file():
+            raise InputError(f"--resume: no checkpoint at {checkpoint}")
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+    metric_before = (
+        _accuracy(module, val_set, config.preprocess, device, 256) if val_set is not None and val_set.labelled else None
+    )
+    trained = module
+    if dist.world > 1:
+        trained = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, config.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(images), generator=generator)[dist.rank :: dist.world]
+        trained.train()
+        total, batches = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not (progress and dist.main), file=sys.stderr, leave=False)  # fmt: skip
+        for start in bar:
+            index = order[start : start + config.batch_size].numpy()
+            batch = torch.from_numpy(images.images[index])
+            if config.augment:
+                batch = _augment(batch, generator)
+            x = config.preprocess(batch).to(device)
+            labels = torch.from_numpy(images.labels[index]).to(device)
+            outputs = _outputs(trained, x)
+            teacher_out = None
+            if teacher_module is not None:
+                with torch.no_grad():
+                    teacher_out = _outputs(teacher_module, x)
+            if loss_fn is not None:
+                loss = loss_fn(outputs, labels, teacher_out)
+            else:
+                loss = outputs[0].new_zeros(())
+                if images.labelled and outputs[0].dim() == 2:
+                    loss = loss + F.cross_entropy(outputs[0], labels)
+                if teacher_out is not None:
+                    loss = loss + _distill_loss(outputs, teacher_out)
+            if l1 is not None:
+                loss = loss + l1()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Weights with BatchNorm folded in have gradients orders of magnitude apart; clipping
+            # keeps one bad batch from throwing a trained model away.
+            nn.utils.clip_grad_norm_(module.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            total, batches = total + float(loss.detach()), batches + 1
+            bar.set_postfix(loss=f"{total / batches:.4f}")
+        record = {"epoch": epoch + 1, "loss": total / max(batches, 1)}
+        if l1 is not None:
+            report = l1.sparsity(config.threshold)
+            record |= {"sparsity": report.overall, "zero_filters": report.zero_filters}
+        if val_set is not None and val_set.labelled:
+            record["accuracy"] = _accuracy(module, val_set, config.preprocess, device, 256)
+        history.append(record)
+        if dist.main:
+            if progress:
+                extra = f", {l1.sparsity(config.threshold).line()}" if l1 is not None else ""
+                acc = f", val accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
+                print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}{acc}{extra}", file=sys.stderr)
+            _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history, config)
+    module.eval()
+    result = {"output": str(out_path), "epochs": config.epochs, "history": history, "data": data, "images": len(images)}
+    if dist.main:
+        trained_onnx = write_back(student, module.cpu())
+        save_model(trained_onnx, out_path, input_path=model if not isinstance(model, onnx.ModelProto) else None)
+        cost = model_cost(trained_onnx)
+        result |= {"params_before": cost.params, "params_after": cost.params, "flops_before": cost.flops,
+                   "flops_after": cost.flops}  # fmt: skip
+        if metric_before is not None:
+            result |= {"metric_name": "accuracy", "metric_before": metric_before, "metric_after": history[-1]["accuracy"]}
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return result
+
+
+def _save_checkpoint(path: Path, module, optimizer, scheduler, epoch: int, history: list, config: TrainConfig) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "history": history, "config": asdict(config)}, tmp)  # fmt: skip
+    os.replace(tmp, path)
+
