@@ -1,0 +1,181 @@
+"""finetune / sparsify on small models: labels, distillation, L1, determinism, resume,
+bad input, and a 2-process torchrun run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import topologies as T
+from PIL import Image
+
+from onnxprune import cli
+
+FAST = ["--epochs", "1", "--batch-size", "8", "--no-augment", "-q"]
+
+
+@pytest.fixture(scope="module")
+def vgg(tmp_path_factory) -> Path:
+    """vgg_chain (BatchNorm kept, input 1x3x16x16 exported with batch 1: re-exported here with a
+    dynamic batch so training batches fit)."""
+    folder = tmp_path_factory.mktemp("vgg")
+    model = T.vgg_chain("separate").model
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    for vi in list(model.graph.value_info):
+        model.graph.value_info.remove(vi)
+    path = folder / "vgg.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _input_hw(path: Path) -> tuple[int, int]:
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    return dims[2].dim_value, dims[3].dim_value
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, vgg) -> Path:
+    h, w = _input_hw(vgg)
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "train.npz"
+    np.savez(path, x=rng.integers(0, 256, (48, h, w, 3), dtype=np.uint8), y=rng.integers(0, 10, 48))
+    return path
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_finetune_with_labels_writes_the_trained_model(vgg, labelled, tmp_path, capsys):
+    out = tmp_path / "ft.onnx"
+    code, stdout, err = _run(["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--epochs", "2",
+                              "--batch-size", "8", "--val", f"npz:{labelled}", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["output"] == str(out) and len(report["history"]) == 2
+    assert report["metric_name"] == "accuracy" and 0 <= report["metric_after"] <= 1
+    trained, source = onnx.load(out), onnx.load(vgg)
+    onnx.checker.check_model(trained, full_check=True)
+    assert [n.name for n in trained.graph.node] == [n.name for n in source.graph.node]
+    assert any(
+        not np.array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+        for a, b in zip(trained.graph.initializer, source.graph.initializer, strict=True)
+    )
+    assert (tmp_path / "ft.onnx.ckpt").is_file()
+
+
+def test_the_same_seed_gives_the_same_model(vgg, labelled, tmp_path, capsys):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.onnx"
+        assert _run(["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--epochs", "1",
+                     "--batch-size", "8", "-q"], capsys)[0] == 0  # fmt: skip
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_distillation_needs_no_labels(vgg, unlabelled, tmp_path, capsys):
+    out = tmp_path / "distilled.onnx"
+    code, stdout, err = _run(["finetune", str(vgg), "-o", str(out), "--data", f"images:{unlabelled}", "--teacher",
+                              str(vgg), *FAST[:-1], "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert np.isfinite(json.loads(stdout)["history"][0]["loss"])
+    x = np.random.default_rng(0).standard_normal((1, 3, *_input_hw(vgg))).astype(np.float32)
+    assert np.isfinite(T.run(onnx.load(out), x)[0]).all()
+
+
+def test_sparsify_makes_conv_weights_sparse(vgg, labelled, tmp_path, capsys):
+    out = tmp_path / "sparse.onnx"
+    code, stdout, err = _run(["sparsify", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--l1", "0.05",
+                              "--lr", "0.05", "--epochs", "4", "--batch-size", "8", "--report-threshold", "0.01",
+                              "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    history = json.loads(stdout)["history"]
+    assert history[-1]["sparsity"] > 0.3
+
+    def zero_share(model):
+        ws = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 4]
+        return sum(int((np.abs(w) <= 0.01).sum()) for w in ws) / sum(w.size for w in ws)
+
+    assert zero_share(onnx.load(out)) == pytest.approx(history[-1]["sparsity"], abs=1e-6)
+    assert zero_share(onnx.load(out)) > zero_share(onnx.load(vgg)) + 0.2
+
+
+def test_resume_continues_from_the_checkpoint(vgg, labelled, tmp_path, capsys):
+    out = tmp_path / "resumed.onnx"
+    base = ["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--batch-size", "8", "--json"]
+    assert _run([*base, "--epochs", "2"], capsys)[0] == 0
+    code, stdout, _ = _run([*base, "--epochs", "3", "--resume"], capsys)
+    assert code == 0
+    assert [h["epoch"] for h in json.loads(stdout)["history"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--l1", "0.1", "--layers", "nothing*"], "matches no conv layer"),
+        (["--l1", "-1"], "--l1 must be >= 0"),
+        (["--size", "64x64"], "does not match the model's input"),
+        (["--resume"], "no checkpoint"),
+        (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
+    ],
+)
+def test_bad_arguments(vgg, labelled, tmp_path, capsys, extra, needle):
+    out = tmp_path / "bad.onnx"
+    code, _, err = _run(["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", *FAST, *extra], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_bad_data(vgg, tmp_path, capsys, unlabelled):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "bad.onnx"
+    cases = [
+        (f"images:{empty}", "no images found"),
+        (f"imagefolder:{empty}", "no class sub-folders"),
+        (f"npz:{tmp_path / 'missing.npz'}", "no such file"),
+        ("folder:/x", "unknown kind"),
+        (f"images:{unlabelled}", "give --teacher"),
+    ]
+    h, w = _input_hw(vgg)
+    bad_labels = tmp_path / "labels.npz"
+    np.savez(bad_labels, x=np.zeros((4, h, w, 3), np.uint8), y=np.array([0, 1, 2, 10]))
+    cases.append((f"npz:{bad_labels}", "label 10 is outside the model's 10 classes"))
+    for spec, needle in cases:
+        code, _, err = _run(["finetune", str(vgg), "-o", str(out), "--data", spec, *FAST], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (spec, err)
+        assert not out.exists()
+
+
+def test_torchrun_two_processes_write_one_model(vgg, labelled, tmp_path):
+    out = tmp_path / "ddp.onnx"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "onnxprune.cli", "finetune", str(vgg),
+         "-o", str(out), "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8", "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.onnx", "ddp.onnx.ckpt"]
+    onnx.checker.check_model(onnx.load(out), full_check=True)
