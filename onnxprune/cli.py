@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--l1", type=float, default=l1_default, metavar="LAMBDA",
                        help=f"weight of the L1 penalty on conv weights (default {l1_default:g})")  # fmt: skip
         p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB", help="convs the L1 penalty covers")
+        p.add_argument("--l1-in-loss", action="store_true",
+                       help="add lambda*|W| to the loss (plain subgradient) instead of the proximal step")  # fmt: skip
         p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
         p.add_argument("--limit", type=int, help="use only the first N images")
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
@@ -137,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
-        device=args.device, preprocess=_preprocess(args),
+        device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss,
     )  # fmt: skip
     result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
                    resume=args.resume, progress=not args.quiet and not args.json)  # fmt: skip

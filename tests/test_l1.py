@@ -66,3 +66,23 @@ def test_training_with_l1_makes_weights_sparse():
 def test_bad_arguments(lam, layers, needle):
     with pytest.raises(InputError, match=needle):
         L1Sparsity(_net(), lam, layers)
+
+
+def test_the_proximal_step_makes_exact_zeros_and_solves_the_same_objective():
+    net = _net()
+    l1 = L1Sparsity(net, 0.05)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    x = torch.randn(16, 3, 8, 8)
+    for _ in range(60):
+        optimizer.zero_grad()
+        net(x).pow(2).mean().backward()
+        optimizer.step()
+        l1.prox(0.05)
+    report = l1.sparsity(0.0)  # exact zeros
+    assert report.overall > 0.5 and report.zero_filters > 0
+    w = torch.tensor([-1.0, -0.01, 0.0, 0.02, 0.5])
+    net2 = nn.Sequential(nn.Conv2d(1, 5, 1, bias=False))
+    with torch.no_grad():
+        net2[0].weight.copy_(w.view(5, 1, 1, 1))
+    L1Sparsity(net2, 1.0).prox(0.015)
+    torch.testing.assert_close(net2[0].weight.view(-1), torch.tensor([-0.985, 0.0, 0.0, 0.005, 0.485]))

@@ -6,6 +6,10 @@ One line in any training loop::
 
     l1 = L1Sparsity(model, lam=1e-4, layers=["features.*"])
     loss = criterion(model(x), y) + l1()
+
+or, for weights that become exactly zero, the proximal step after each update::
+
+    optimizer.step(); l1.prox(lr)
 """
 
 from __future__ import annotations
@@ -61,6 +65,16 @@ class L1Sparsity:
         """lambda * sum |W| (a scalar tensor on the weights' device, differentiable)."""
         total = sum(w.abs().sum() for w in self.weights.values())
         return self.lam * total
+
+    @torch.no_grad()
+    def prox(self, lr: float) -> None:
+        """The proximal step of the same objective: shrink each weight towards 0 by lr * lambda
+        and stop at 0 (soft-thresholding). Call after `optimizer.step()` instead of adding the
+        penalty to the loss: plain SGD on |w| only oscillates around 0, this lands on it, so
+        whole filters become exactly zero."""
+        step = lr * self.lam
+        for w in self.weights.values():
+            w.copy_(torch.sign(w) * torch.clamp(w.abs() - step, min=0.0))
 
     @torch.no_grad()
     def sparsity(self, threshold: float) -> SparsityReport:

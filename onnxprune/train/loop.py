@@ -42,6 +42,7 @@ class TrainConfig:
     layers: tuple[str, ...] = ("*",)
     threshold: float = 1e-3  # for the sparsity reported each epoch
     clip: float = 1.0  # gradient norm clipping
+    prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
     augment: bool = True
     seed: int = 0
     limit: int | None = None  # use the first N images of the data spec
@@ -245,7 +246,7 @@ def train(
                     loss = loss + F.cross_entropy(outputs[0], labels)
                 if teacher_out is not None:
                     loss = loss + _distill_loss(outputs, teacher_out)
-            if l1 is not None:
+            if l1 is not None and not config.prox:
                 loss = loss + l1()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -253,6 +254,8 @@ def train(
             # keeps one bad batch from throwing a trained model away.
             nn.utils.clip_grad_norm_(module.parameters(), config.clip)
             optimizer.step()
+            if l1 is not None and config.prox:
+                l1.prox(optimizer.param_groups[0]["lr"])
             scheduler.step()
             total, batches = total + float(loss.detach()), batches + 1
             bar.set_postfix(loss=f"{total / batches:.4f}")
