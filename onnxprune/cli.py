@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
         p.add_argument("--limit", type=int, help="use only the first N images")
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
+        p.add_argument("--freeze-bn", action="store_true",
+                       help="keep BatchNorm running statistics (small or unlabelled data sets)")  # fmt: skip
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
@@ -140,6 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
         device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss,
+        freeze_bn=args.freeze_bn,
     )  # fmt: skip
     result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
                    resume=args.resume, progress=not args.quiet and not args.json)  # fmt: skip

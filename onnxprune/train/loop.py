@@ -43,6 +43,7 @@ class TrainConfig:
     threshold: float = 1e-3  # for the sparsity reported each epoch
     clip: float = 1.0  # gradient norm clipping
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
+    freeze_bn: bool = False  # keep BatchNorm statistics (small or unlabelled data sets)
     augment: bool = True
     seed: int = 0
     limit: int | None = None  # use the first N images of the data spec
@@ -223,6 +224,10 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         order = torch.randperm(len(images), generator=generator)[dist.rank :: dist.world]
         trained.train()
+        if config.freeze_bn:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         total, batches = 0.0, 0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not (progress and dist.main), file=sys.stderr, leave=False)  # fmt: skip

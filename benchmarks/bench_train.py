@@ -1,0 +1,182 @@
+"""The PyTorch side on real models, with the figures issue 4 asks for:
+
+A. ResNet-20 (../shared/assets, BatchNorm kept) on CIFAR-10: `sparsify` for a few epochs, the
+   share of all-zero filters and the test accuracy before/after; `prune` of the result; `finetune`
+   of the pruned model.
+B. The ULFD face detector: label-free `sparsify --teacher` on the 24 ulfd_imgs; recall of the
+   dlib_faces boxes (IoU 0.3, score 0.7, NMS 0.3) before and after.
+
+    .venv/bin/python -P benchmarks/bench_train.py [--train-images 10000] [--epochs 3]
+
+Results: benchmarks/results/bench_train.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torchvision.ops import box_iou, nms
+
+import onnxprune
+from onnxprune.datasets import PRESETS, load_images
+from onnxprune.train.loop import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def accuracy(path: Path, test) -> float:
+    s = session(path)
+    name = s.get_inputs()[0].name
+    x = PRESETS["cifar"](torch.from_numpy(test.images)).numpy()
+    logits = np.concatenate([s.run(None, {name: x[i : i + 500]})[0] for i in range(0, len(x), 500)])
+    return float((logits.argmax(1) == test.labels).mean())
+
+
+def zero_filters(path: Path, threshold: float) -> tuple[int, int, float]:
+    """All-zero conv filters at `threshold`, all conv filters, and the zero share of conv weights."""
+    model = onnx.load(path)
+    weights = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 4]
+    zero = sum(int((np.abs(w) <= threshold).reshape(len(w), -1).all(axis=1).sum()) for w in weights)
+    share = sum(int((np.abs(w) <= threshold).sum()) for w in weights) / sum(w.size for w in weights)
+    return zero, sum(len(w) for w in weights), share
+
+
+def part_a(args, tmp: Path) -> dict:
+    model = ASSETS / "models" / "akamaster_cifar10_resnet20_bn.onnx"
+    train_spec = f"npz:{ASSETS / 'data' / 'cifar10_train_jpeg.npz'}"
+    test_spec = f"npz:{ASSETS / 'data' / 'cifar10_test_jpeg.npz'}"
+    test = load_images(test_spec, (32, 32))
+    result = {"accuracy_start": accuracy(model, test)}
+    config = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, l1=args.l1, limit=args.train_images,
+                         preprocess=PRESETS["cifar"], threshold=1e-3)  # fmt: skip
+    start = time.perf_counter()
+    sparse = tmp / "r20_sparse.onnx"
+    history = train(model, sparse, train_spec, config=config, progress=args.progress)["history"]
+    result["sparsify_seconds"] = time.perf_counter() - start
+    result["sparsify_history"] = history
+    result["accuracy_sparsified"] = accuracy(sparse, test)
+    for t in (0.0, 1e-3):
+        zero, total, share = zero_filters(sparse, t)
+        result[f"zero_filters_at_{t:g}"] = zero
+        result["filters"] = total
+        result[f"zero_weight_share_at_{t:g}"] = share
+    pruned = tmp / "r20_pruned.onnx"
+    report = onnxprune.prune(sparse, pruned, threshold=1e-3)
+    result |= {k: report[k] for k in ("params_before", "params_after", "flops_before", "flops_after")}
+    result["accuracy_pruned"] = accuracy(pruned, test)
+    tuned = tmp / "r20_tuned.onnx"
+    ft = TrainConfig(epochs=1, batch_size=64, lr=args.lr / 2, limit=args.train_images, preprocess=PRESETS["cifar"])
+    train(pruned, tuned, train_spec, config=ft, progress=args.progress)
+    result["accuracy_finetuned"] = accuracy(tuned, test)
+    return result
+
+
+def ulfd_priors() -> np.ndarray:
+    """The 4420 priors of the ULFD 320x240 model (centre x, centre y, w, h; normalised)."""
+    w, h = 320, 240
+    priors = []
+    for sizes, stride in zip([[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]], [8, 16, 32, 64], strict=True):
+        fw, fh = int(np.ceil(w / stride)), int(np.ceil(h / stride))
+        for j in range(fh):
+            for i in range(fw):
+                for s in sizes:
+                    priors.append([(i + 0.5) / (w / stride), (j + 0.5) / (h / stride), s / w, s / h])
+    return np.clip(np.array(priors, np.float32), 0, 1)
+
+
+def detections(path: Path, image: np.ndarray, priors: np.ndarray) -> torch.Tensor:
+    """Face boxes (x1, y1, x2, y2, normalised) of the raw-output ULFD model on one image."""
+    x = PRESETS["ulfd"](torch.from_numpy(image[None])).numpy()
+    scores, loc = session(path).run(None, {"input": x})
+    centre = priors[:, :2] + loc[0, :, :2] * 0.1 * priors[:, 2:]
+    size = priors[:, 2:] * np.exp(loc[0, :, 2:] * 0.2)
+    boxes = torch.from_numpy(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+    score = torch.from_numpy(scores[0, :, 1])
+    keep = score > 0.7
+    boxes, score = boxes[keep], score[keep]
+    return boxes[nms(boxes, score, 0.3)]
+
+
+def recall(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    priors = ulfd_priors()
+    found = total = 0
+    for xml in ("training.xml", "testing.xml"):
+        root = ET.parse(ASSETS / "data" / "dlib_faces" / xml).getroot()
+        for img in root.iter("image"):
+            file = ASSETS / "data" / "dlib_faces" / img.get("file")
+            with Image.open(file) as im:
+                w, h = im.size
+                pixels = np.asarray(im.convert("RGB").resize((320, 240), Image.BILINEAR), dtype=np.uint8)
+            truth = torch.tensor([[int(b.get("left")) / w, int(b.get("top")) / h,
+                                   (int(b.get("left")) + int(b.get("width"))) / w,
+                                   (int(b.get("top")) + int(b.get("height"))) / h] for b in img.iter("box")])  # fmt: skip
+            found_boxes = detections(path, pixels, priors)
+            total += len(truth)
+            if len(found_boxes):
+                found += int((box_iou(truth, found_boxes).max(dim=1).values >= 0.3).sum())
+    return found, total
+
+
+def part_b(args, tmp: Path) -> dict:
+    model = ASSETS / "models" / "ulfd_version-slim-320_without_postprocessing.onnx"
+    found, total = recall(model)
+    result = {"faces": total, "recall_start": found / total}
+    out = tmp / "ulfd_sparse.onnx"
+    config = TrainConfig(epochs=args.ulfd_epochs, batch_size=8, lr=args.ulfd_lr, l1=args.ulfd_l1,
+                         preprocess=PRESETS["ulfd"], freeze_bn=True)  # fmt: skip
+    start = time.perf_counter()
+    history = train(model, out, f"images:{ASSETS / 'data' / 'ulfd_imgs'}", teacher=model, config=config,
+                    progress=args.progress)["history"]  # fmt: skip
+    result["sparsify_seconds"] = time.perf_counter() - start
+    result["distill_loss_last"] = history[-1]["loss"]
+    result["zero_weight_share_at_0.001"] = zero_filters(out, 1e-3)[2]
+    found, _ = recall(out)
+    result["recall_sparsified"] = found / total
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-images", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--l1", type=float, default=2e-3)
+    parser.add_argument("--ulfd-epochs", type=int, default=20)
+    parser.add_argument("--ulfd-l1", type=float, default=0.05)
+    parser.add_argument("--ulfd-lr", type=float, default=0.002)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--only", choices=["a", "b"])
+    args = parser.parse_args()
+    summary = {"args": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "a"):
+            summary["resnet20_cifar"] = part_a(args, Path(tmp))
+        if args.only in (None, "b"):
+            summary["ulfd_label_free"] = part_b(args, Path(tmp))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_train.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
