@@ -23,6 +23,10 @@ from onnxprune.model_io import InputError, load_model
 
 __all__ = ["TensorLink", "TorchModel", "to_torch", "write_back"]
 
+# onnx2torch's Slice indexes tensors with a list, which torch warns about on every forward pass;
+# the warning is about onnx2torch's code and says nothing to our users.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning, module="onnx2torch")
+
 
 @dataclass(frozen=True)
 class TensorLink:
