@@ -50,17 +50,18 @@ def accuracy(path: Path, test) -> float:
     return float((logits.argmax(1) == test.labels).mean())
 
 
-def zero_filters(path: Path, threshold: float) -> tuple[int, int, float]:
-    """All-zero conv filters at `threshold`, all conv filters, and the zero share of conv weights."""
+def zero_filters(path: Path, threshold: float, at_least: float = 1.0) -> tuple[int, int, float]:
+    """Conv filters with at least `at_least` of their weights zero at `threshold`, all conv
+    filters, and the zero share of all conv weights."""
     model = onnx.load(path)
     weights = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 4]
-    zero = sum(int((np.abs(w) <= threshold).reshape(len(w), -1).all(axis=1).sum()) for w in weights)
+    zero = sum(int(((np.abs(w) <= threshold).reshape(len(w), -1).mean(axis=1) >= at_least).sum()) for w in weights)
     share = sum(int((np.abs(w) <= threshold).sum()) for w in weights) / sum(w.size for w in weights)
     return zero, sum(len(w) for w in weights), share
 
 
 def part_a(args, tmp: Path) -> dict:
-    model = ASSETS / "models" / "akamaster_cifar10_resnet20_bn.onnx"
+    model = ASSETS / "models" / args.resnet
     train_spec = f"npz:{ASSETS / 'data' / 'cifar10_train_jpeg.npz'}"
     test_spec = f"npz:{ASSETS / 'data' / 'cifar10_test_jpeg.npz'}"
     test = load_images(test_spec, (32, 32))
@@ -73,14 +74,19 @@ def part_a(args, tmp: Path) -> dict:
     result["sparsify_seconds"] = time.perf_counter() - start
     result["sparsify_history"] = history
     result["accuracy_sparsified"] = accuracy(sparse, test)
-    for t in (0.0, 1e-3):
+    for t in (0.0, 1e-3, 1e-2):
         zero, total, share = zero_filters(sparse, t)
         result[f"zero_filters_at_{t:g}"] = zero
         result["filters"] = total
         result[f"zero_weight_share_at_{t:g}"] = share
+        result[f"filters_90pct_zero_at_{t:g}"] = zero_filters(sparse, t, 0.9)[0]
+    exact = tmp / "r20_pruned_zero.onnx"
+    report = onnxprune.prune(sparse, exact, threshold=1e-3, sf=1.0, sf_low=1.0, sg=1.0)
+    result["zero_filter_prune"] = {k: report[k] for k in ("params_after", "flops_after")} | {
+        "accuracy": accuracy(exact, test)}
     pruned = tmp / "r20_pruned.onnx"
-    report = onnxprune.prune(sparse, pruned, threshold=1e-3)
-    result |= {k: report[k] for k in ("params_before", "params_after", "flops_before", "flops_after")}
+    report = onnxprune.prune(sparse, pruned, sparsity=args.prune_sparsity, sf=0.9, sf_low=0.5, sg=0.9)
+    result |= {k: report[k] for k in ("threshold", "params_before", "params_after", "flops_before", "flops_after")}
     result["accuracy_pruned"] = accuracy(pruned, test)
     tuned = tmp / "r20_tuned.onnx"
     ft = TrainConfig(epochs=1, batch_size=64, lr=args.lr / 2, limit=args.train_images, preprocess=PRESETS["cifar"])
@@ -164,6 +170,8 @@ def main() -> None:
     parser.add_argument("--ulfd-epochs", type=int, default=20)
     parser.add_argument("--ulfd-l1", type=float, default=0.05)
     parser.add_argument("--ulfd-lr", type=float, default=0.002)
+    parser.add_argument("--resnet", default="akamaster_cifar10_resnet20_bn.onnx", help="which ResNet-20 file")
+    parser.add_argument("--prune-sparsity", type=float, default=0.6, help="prune at the threshold of this sparsity")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--only", choices=["a", "b"])
     args = parser.parse_args()

@@ -267,13 +267,14 @@ def train(
         record = {"epoch": epoch + 1, "loss": total / max(batches, 1)}
         if l1 is not None:
             report = l1.sparsity(config.threshold)
-            record |= {"sparsity": report.overall, "zero_filters": report.zero_filters}
+            record |= {"sparsity": report.overall, "zero_filters": report.zero_filters, "filters": report.filters,
+                       "layer_sparsity": report.layers}  # fmt: skip
         if val_set is not None and val_set.labelled:
             record["accuracy"] = _accuracy(module, val_set, config.preprocess, device, 256)
         history.append(record)
         if dist.main:
             if progress:
-                extra = f", {l1.sparsity(config.threshold).line()}" if l1 is not None else ""
+                extra = f", {report.line()}" if l1 is not None else ""
                 acc = f", val accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
                 print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}{acc}{extra}", file=sys.stderr)
             _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history, config)
