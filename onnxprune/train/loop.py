@@ -222,7 +222,9 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        order = torch.randperm(len(images), generator=generator)[dist.rank :: dist.world]
+        # Every rank gets the same number of batches (DDP waits for all ranks at each step).
+        shard = len(images) // dist.world
+        order = torch.randperm(len(images), generator=generator)[: shard * dist.world][dist.rank :: dist.world]
         trained.train()
         if config.freeze_bn:
             for m in module.modules():
