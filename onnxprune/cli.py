@@ -69,11 +69,21 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--bgr", action="store_true", help="the model reads BGR")
         p.add_argument("--nhwc", action="store_true", help="the model reads N,H,W,C")
 
+    bench = sub.add_parser("bench", help="onnxruntime latency, parameters, FLOPs and size of models, side by side")
+    bench.add_argument("models", nargs="+", metavar="MODEL", help="ONNX models; ratios are against the first")
+    bench.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="auto: CUDA when a session really starts on it, else CPU")  # fmt: skip
+    bench.add_argument("--batch", type=int, default=1, help="batch size for a dynamic batch dim (default 1)")
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per model, interleaved (default 50)")
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: its own)")
+    bench.add_argument("--shape", nargs="+", default=(), metavar="NAME=1x3xHxW", help="shapes of dynamic inputs")
+
     demo = sub.add_parser("demo", help="show the weight statistics on a VGG16 built and exported here")
     demo.add_argument("--out", default="demo-out", help="folder for the model, JSON and plot (default: demo-out)")
     demo.add_argument("--sparsity", type=float, default=0.5, help="target share of zero weights (default 0.5)")
     demo.add_argument("--quick", action="store_true", help="fewer curve points (for tests)")
-    for p in (analyze, prune, finetune, sparsify, demo):
+    for p in (analyze, prune, finetune, sparsify, bench, demo):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="progress with timings; tracebacks on errors")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -153,6 +163,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from onnxprune.bench import bench, format_bench
+
+    shapes = {}
+    for item in args.shape:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--shape must look like input=1x3x224x224; got {item!r}") from None
+    report = bench(args.models, provider=args.provider, batch=args.batch, runs=args.runs, warmup=args.warmup,
+                   threads=args.threads, shapes=shapes)  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    elif not args.quiet:
+        print(format_bench(report))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from onnxprune import demo
 
@@ -169,7 +198,8 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "demo": _demo}
+        commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "bench": _bench,
+                    "demo": _demo}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         if args.verbose:
