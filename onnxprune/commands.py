@@ -167,6 +167,9 @@ def format_prune(report: dict) -> str:
             r = g["removal"]
             lines.append(f"{_short(g['name'], 38):38s} {g['channels_before']:6d} {g['channels_after']:6d}  "
                          f"{r['exact']} / {r['folded']} / {r['folded_border']} / {r['approximate']}")  # fmt: skip
+    if any(g["channels_after"] % 8 for g in changed):
+        lines.append("\nnote: some channel counts are not multiples of 8; onnxruntime's fast CPU convolutions "
+                     "want multiples of 8 and the model may run slower than before: try --round-to 8")  # fmt: skip
     if report["output"]:
         lines.append(f"\nwrote {report['output']}")
     return "\n".join(lines)
