@@ -61,13 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
-        p.add_argument("--preset", choices=sorted(PRESET_NAMES), help="preprocessing of a known model family")
-        p.add_argument("--size", metavar="WxH", help="input size (default: the model's)")
-        p.add_argument("--scale", type=float, help="pixel scale before mean/std (default 1/255)")
-        p.add_argument("--mean", metavar="M,M,M", help="per-channel mean (after scaling)")
-        p.add_argument("--std", metavar="S,S,S", help="per-channel std (after scaling)")
-        p.add_argument("--bgr", action="store_true", help="the model reads BGR")
-        p.add_argument("--nhwc", action="store_true", help="the model reads N,H,W,C")
+        _add_preprocess_options(p)
+
+    sweep = sub.add_parser("sweep", help="find the largest global threshold within a metric tolerance")
+    sweep.add_argument("model", help="the ONNX model (after sparsify)")
+    sweep.add_argument("--data", required=True, metavar="SPEC", help="validation data (see finetune --help)")
+    sweep.add_argument("--metric", choices=("accuracy", "fidelity"), default="accuracy",
+                       help="accuracy (labels) or fidelity to the model itself (no labels)")  # fmt: skip
+    sweep.add_argument("--tolerance", type=float, default=0.005, help="allowed metric drop (default 0.005)")
+    sweep.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="the pruned set L")
+    sweep.add_argument("--limit", type=int, help="use N validation images spread over the set")
+    sweep.add_argument("--refine", type=int, default=4, help="bisection steps after the grid (default 4)")
+    sweep.add_argument("--plot", metavar="PNG", help="write metric vs sparsity here")
+    _add_preprocess_options(sweep)
 
     bench = sub.add_parser("bench", help="onnxruntime latency, parameters, FLOPs and size of models, side by side")
     bench.add_argument("models", nargs="+", metavar="MODEL", help="ONNX models; ratios are against the first")
@@ -83,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="folder for the model, JSON and plot (default: demo-out)")
     demo.add_argument("--sparsity", type=float, default=0.5, help="target share of zero weights (default 0.5)")
     demo.add_argument("--quick", action="store_true", help="fewer curve points (for tests)")
-    for p in (analyze, prune, finetune, sparsify, bench, demo):
+    for p in (analyze, prune, finetune, sparsify, sweep, bench, demo):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="progress with timings; tracebacks on errors")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -115,6 +121,16 @@ def _prune(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(commands.format_prune(report))
     return 0
+
+
+def _add_preprocess_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), help="preprocessing of a known model family")
+    p.add_argument("--size", metavar="WxH", help="input size (default: the model's)")
+    p.add_argument("--scale", type=float, help="pixel scale before mean/std (default 1/255)")
+    p.add_argument("--mean", metavar="M,M,M", help="per-channel mean (after scaling)")
+    p.add_argument("--std", metavar="S,S,S", help="per-channel std (after scaling)")
+    p.add_argument("--bgr", action="store_true", help="the model reads BGR")
+    p.add_argument("--nhwc", action="store_true", help="the model reads N,H,W,C")
 
 
 def _preprocess(args: argparse.Namespace):
@@ -163,6 +179,36 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from onnxprune.datasets import load_images
+    from onnxprune.evaluate import Accuracy, OutputFidelity
+    from onnxprune.model_io import load_model
+    from onnxprune.threshold_search import plot, sweep
+    from onnxprune.train.loop import _input_size
+
+    preprocess = _preprocess(args)
+    model = load_model(args.model)
+    data = load_images(args.data, _input_size(model, preprocess), args.limit)
+    evaluator = Accuracy(data, preprocess) if args.metric == "accuracy" else OutputFidelity(model, data, preprocess)
+    result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
+                   progress=not args.quiet and not args.json)  # fmt: skip
+    report = result.to_json() | {"model": args.model, "plot": args.plot}
+    if args.plot:
+        plot(result, args.plot)
+    if args.json:
+        print(json.dumps(report))
+    elif not args.quiet:
+        chosen = result.chosen
+        print(f"{result.metric_name} of the model: {result.baseline:.4f}; tolerance {result.tolerance:g}; {result.stopped}")
+        print(f"{'sparsity':>9s} {'threshold':>11s} {result.metric_name:>10s}")
+        for c in result.candidates:
+            mark = " <- chosen" if c is chosen else ""
+            print(f"{100 * c.sparsity:8.1f}% {c.threshold:11.4g} {c.metric:10.4f}{mark}")
+        if chosen is not None:
+            print(f"\nuse: onnxprune prune {args.model} -o OUT --threshold {chosen.threshold:.6g}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from onnxprune.bench import bench, format_bench
 
@@ -198,7 +244,8 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "bench": _bench,
+        commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "sweep": _sweep,
+                    "bench": _bench,
                     "demo": _demo}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:

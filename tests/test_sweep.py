@@ -1,0 +1,92 @@
+"""`onnxprune sweep`: the chosen global threshold keeps the metric within tolerance, measured
+again independently, and the next candidate above it does not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+import topologies as T
+
+from onnxprune import cli
+from onnxprune.datasets import Preprocess, load_images
+from onnxprune.evaluate import OutputFidelity
+from onnxprune.threshold_search import _layer_weights, thresholded
+
+
+def _sparse_ssd(seed: int = 0, scale: float = 0.05) -> onnx.ModelProto:
+    """ssd_heads (raw scores and boxes: fidelity is an output error, not a top-1 agreement) with
+    many small conv weights, so thresholds change the outputs gradually."""
+    model = T.ssd_heads("separate").model
+    rng = np.random.default_rng(seed)
+    for t in model.graph.initializer:
+        w = onnx.numpy_helper.to_array(t)
+        if w.ndim == 4:
+            mask = rng.uniform(size=w.shape) < rng.uniform(0.2, 1.0, size=(w.shape[0], 1, 1, 1))
+            t.CopyFrom(onnx.numpy_helper.from_array(np.where(mask, w * scale, w).astype(np.float32), t.name))
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    model = _sparse_ssd()
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    images = folder / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return path, images, (w, h)
+
+
+def test_the_chosen_threshold_is_within_tolerance_and_the_next_is_not(setup, tmp_path, capsys):
+    path, images, size = setup
+    png = tmp_path / "sweep.png"
+    assert cli.main(["sweep", str(path), "--data", f"images:{images}", "--metric", "fidelity", "--tolerance", "0.02",
+                     "--plot", str(png), "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    chosen, above = report["chosen"], report["next_above"]
+    assert chosen is not None and above is not None, report["stopped"]
+    assert chosen["threshold"] < above["threshold"]
+    # Measured again, independently of the search's cache.
+    model = onnx.load(path)
+    evaluator = OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())
+    weights = _layer_weights(model, ())
+    assert evaluator(thresholded(model, weights, chosen["threshold"])) >= report["baseline"] - 0.02
+    assert evaluator(thresholded(model, weights, above["threshold"])) < report["baseline"] - 0.02
+    sparsities = [c["sparsity"] for c in report["candidates"]]
+    assert sparsities == sorted(sparsities)
+    assert png.stat().st_size > 10_000
+
+
+def test_thresholded_zeroes_exactly_the_small_weights():
+    model = _sparse_ssd()
+    weights = _layer_weights(model, ())
+    out = thresholded(model, weights, 0.05)
+    for t in out.graph.initializer:
+        if t.name in weights:
+            w, new = weights[t.name], onnx.numpy_helper.to_array(t)
+            np.testing.assert_array_equal(new, np.where(np.abs(w) <= 0.05, 0, w))
+
+
+def test_fidelity_of_a_model_to_itself_is_one(setup):
+    path, images, size = setup
+    model = onnx.load(path)
+    assert OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())(model) == 1.0
+
+
+@pytest.mark.parametrize(("extra", "needle"), [(["--metric", "accuracy"], "accuracy needs labelled data"),
+                                               (["--metric", "fidelity", "--tolerance", "-1"], "--tolerance must be >= 0")])  # fmt: skip
+def test_bad_arguments(setup, capsys, extra, needle):
+    path, images, _ = setup
+    assert cli.main(["sweep", str(path), "--data", f"images:{images}", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
