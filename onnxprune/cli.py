@@ -75,6 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--plot", metavar="PNG", help="write metric vs sparsity here")
     _add_preprocess_options(sweep)
 
+    comp = sub.add_parser("compress", help="the whole pipeline: sparsify, sweep, prune, fine-tune, bench, report")
+    comp.add_argument("model", help="the ONNX model (never modified)")
+    comp.add_argument("-o", "--output", required=True, help="path of the compressed model (stages in OUTPUT.stages/)")
+    comp.add_argument("--data", required=True, metavar="SPEC", help="training data; labels optional")
+    comp.add_argument("--val", metavar="SPEC", help="validation data (default: --data)")
+    comp.add_argument("--phases", nargs="+", default=("",), metavar="GLOBS",
+                      help="comma-separated layer globs per phase, pruned one after another (default: one phase, every conv)")  # fmt: skip
+    comp.add_argument("--sparsify-epochs", type=int, default=0, help="L1 training before the first phase (default 0)")
+    comp.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning after each phase (default 1)")
+    comp.add_argument("--l1", type=float, default=1e-4, metavar="LAMBDA")
+    comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")
+    comp.add_argument("--sf", type=float, default=0.9)
+    comp.add_argument("--sf-low", type=float, default=0.5)
+    comp.add_argument("--sg", type=float, default=0.9)
+    comp.add_argument("--round-to", type=int, default=1, metavar="N")
+    comp.add_argument("--batch-size", type=int, default=32)
+    comp.add_argument("--lr", type=float, default=0.01)
+    comp.add_argument("--limit", type=int, help="use N training images spread over the set")
+    comp.add_argument("--val-limit", type=int, help="use N validation images spread over the set")
+    comp.add_argument("--freeze-bn", action="store_true")
+    comp.add_argument("--no-augment", action="store_true")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--device", default="auto")
+    _add_preprocess_options(comp)
+
     bench = sub.add_parser("bench", help="onnxruntime latency, parameters, FLOPs and size of models, side by side")
     bench.add_argument("models", nargs="+", metavar="MODEL", help="ONNX models; ratios are against the first")
     bench.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
@@ -89,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="folder for the model, JSON and plot (default: demo-out)")
     demo.add_argument("--sparsity", type=float, default=0.5, help="target share of zero weights (default 0.5)")
     demo.add_argument("--quick", action="store_true", help="fewer curve points (for tests)")
-    for p in (analyze, prune, finetune, sparsify, sweep, bench, demo):
+    for p in (analyze, prune, finetune, sparsify, sweep, comp, bench, demo):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="progress with timings; tracebacks on errors")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -209,6 +234,27 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from onnxprune.compress import CompressConfig, compress
+    from onnxprune.train.loop import TrainConfig
+
+    train = TrainConfig(batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, seed=args.seed,
+                        limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn)  # fmt: skip
+    phases = tuple(tuple(g for g in phase.split(",") if g) for phase in args.phases)
+    config = CompressConfig(
+        phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
+        tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
+        val_limit=args.val_limit, train=train,
+    )  # fmt: skip
+    report = compress(args.model, args.output, args.data, val=args.val, config=config,
+                      progress=not args.quiet and not args.json)  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    elif not args.quiet:
+        print(open(str(args.output) + ".report.md").read())
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from onnxprune.bench import bench, format_bench
 
@@ -245,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"analyze": _analyze, "prune": _prune, "finetune": _train, "sparsify": _train, "sweep": _sweep,
-                    "bench": _bench,
+                    "compress": _compress, "bench": _bench,
                     "demo": _demo}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:

@@ -1,0 +1,182 @@
+"""`onnxprune compress`: the whole pipeline in one command, stage by stage.
+
+    sparsify (optional) -> for each phase: sweep -> select + prune -> fine-tune -> bench -> report
+
+Every stage writes its model into `<OUT>.stages/` and is skipped when run again (resumable); the
+final model is copied to OUT, and `<OUT>.report.json`, `.md` and `.png` are written beside it.
+Labels are used when the data has them (accuracy, cross-entropy); otherwise the original model
+is the teacher (fidelity, distillation), so an ONNX file and some images are enough.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import onnx
+
+from onnxprune.bench import bench
+from onnxprune.commands import prune
+from onnxprune.datasets import Preprocess, load_images
+from onnxprune.evaluate import Accuracy, OutputFidelity
+from onnxprune.model_io import InputError, load_model
+from onnxprune.threshold_search import plot, sweep
+from onnxprune.train.loop import TrainConfig, _input_size, train
+
+__all__ = ["CompressConfig", "compress"]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """The pipeline's knobs; `phases` are lists of layer globs pruned one after another."""
+
+    phases: tuple[tuple[str, ...], ...] = ((),)
+    sparsify_epochs: int = 0
+    finetune_epochs: int = 1
+    l1: float = 1e-4
+    tolerance: float = 0.01
+    sf: float = 0.9
+    sf_low: float = 0.5
+    sg: float = 0.9
+    round_to: int = 1
+    val_limit: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def compress(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    data: str,
+    *,
+    val: str | None = None,
+    config: CompressConfig = CompressConfig(),
+    progress: bool = True,
+) -> dict:
+    """Run the pipeline on `model` and write the compressed model to `output` (see the module
+    docstring). Returns the report (also written as `<output>.report.json`)."""
+    out = Path(output)
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the output folder {out.parent} does not exist")
+    stages = out.with_name(out.name + ".stages")
+    stages.mkdir(exist_ok=True)
+    original = load_model(model)
+    preprocess: Preprocess = config.train.preprocess
+    size = _input_size(original, preprocess)
+    val_set = load_images(val or data, size, config.val_limit)
+    labelled = val_set.labelled
+    evaluator = Accuracy(val_set, preprocess) if labelled else OutputFidelity(original, val_set, preprocess)
+    teacher = None if labelled else model
+    say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
+    report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": []}
+    report["metric_before"] = evaluator(original)
+    say(f"{evaluator.name} of the original: {report['metric_before']:.4f}")
+
+    current = Path(model)
+    if config.sparsify_epochs > 0:
+        target = stages / "0_sparsified.onnx"
+        if not target.exists():
+            say(f"sparsify: {config.sparsify_epochs} epochs, L1 {config.l1:g}")
+            cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1)
+            train(current, target, data, teacher=teacher, config=cfg, progress=progress)
+        current = target
+        report["stages"].append({"stage": "sparsify", "model": str(target), "metric": evaluator(target)})
+
+    for k, layers in enumerate(config.phases, start=1):
+        pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
+        result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress)
+        plot(result, stages / f"{k}_sweep.png")
+        if result.chosen is None:
+            say(f"phase {k}: no threshold within tolerance ({result.stopped}); nothing pruned")
+            report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": result.stopped})
+            continue
+        threshold = result.chosen.threshold
+        if not pruned.exists():
+            say(f"phase {k}: prune at threshold {threshold:.4g} ({100 * result.chosen.sparsity:.1f}% sparsity)")
+            prune(current, pruned, threshold=threshold, sf=config.sf, sf_low=config.sf_low, sg=config.sg,
+                  layers=layers, round_to=config.round_to)  # fmt: skip
+        if not tuned.exists():
+            say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
+            cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
+            train(pruned, tuned, data, teacher=teacher, config=cfg, progress=progress)
+        report["stages"].append({
+            "stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
+            "sparsity": result.chosen.sparsity, "metric_pruned": evaluator(pruned), "metric_tuned": evaluator(tuned),
+            "sweep": result.to_json(), "plot": str(stages / f"{k}_sweep.png"),
+        })  # fmt: skip
+        current = tuned
+
+    shutil.copyfile(current, out)
+    report["metric_after"] = evaluator(out)
+    figures = bench([model, out], provider="cpu", runs=30, warmup=3)
+    before, after = figures["models"]
+    report |= {
+        "params_before": before["params"], "params_after": after["params"],
+        "flops_before": before["flops"], "flops_after": after["flops"],
+        "size_bytes_before": before["size_bytes"], "size_bytes_after": after["size_bytes"],
+        "latency_ms_before": before["latency_ms_median"], "latency_ms_after": after["latency_ms_median"],
+        "speedup": after["speedup"],
+    }  # fmt: skip
+    report["channels"] = _channels(original, onnx.load(out))
+    _write_report(out, report)
+    say(f"wrote {out} and {out.name}.report.{{json,md,png}}")
+    return report
+
+
+def _channels(before: onnx.ModelProto, after: onnx.ModelProto) -> list[dict]:
+    """Output channels of every conv, before and after (by node name)."""
+    def counts(model):
+        inits = {t.name: list(t.dims) for t in model.graph.initializer}
+        return {n.name or n.output[0]: inits[n.input[1]][0] for n in model.graph.node
+                if n.op_type == "Conv" and n.input[1] in inits}  # fmt: skip
+
+    a, b = counts(before), counts(after)
+    return [{"layer": name, "before": a[name], "after": b.get(name, a[name])} for name in a]
+
+
+def _write_report(out: Path, report: dict) -> None:
+    json_path, md_path, png_path = (out.with_name(f"{out.name}.report.{ext}") for ext in ("json", "md", "png"))
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    lines = [
+        f"# Compression of {report['model']}",
+        "",
+        "| | before | after | change |",
+        "|---|---:|---:|---:|",
+        f"| {report['metric_name']} | {report['metric_before']:.4f} | {report['metric_after']:.4f} | "
+        f"{report['metric_after'] - report['metric_before']:+.4f} |",
+        f"| parameters | {report['params_before']:,} | {report['params_after']:,} | "
+        f"{report['params_before'] / max(report['params_after'], 1):.2f}x smaller |",
+        f"| FLOPs | {report['flops_before']:,} | {report['flops_after']:,} | "
+        f"{100 * (1 - report['flops_after'] / max(report['flops_before'], 1)):.1f}% fewer |",
+        f"| size (bytes) | {report['size_bytes_before']:,} | {report['size_bytes_after']:,} | |",
+        f"| latency (ms, CPU, batch 1) | {report['latency_ms_before']:.3f} | {report['latency_ms_after']:.3f} | "
+        f"{report['speedup']:.2f}x |",
+        "",
+        "| layer | channels before | after |",
+        "|---|---:|---:|",
+        *[f"| {c['layer']} | {c['before']} | {c['after']} |" for c in report["channels"]],
+    ]
+    md_path.write_text("\n".join(lines) + "\n")
+    _plot_channels(report, png_path)
+
+
+def _plot_channels(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["channels"]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(layers)), 4.0), dpi=120)
+    xs = range(len(layers))
+    ax.bar(xs, [c["before"] for c in layers], color="lightgray", label="before")
+    ax.bar(xs, [c["after"] for c in layers], color="tab:blue", label="after")
+    ax.set_xticks(list(xs), [c["layer"][-18:] for c in layers], rotation=90, fontsize=7)
+    ax.set_ylabel("output channels")
+    ax.set_title(f"Channels kept per conv: FLOPs {report['flops_before'] / 1e6:.1f}M -> {report['flops_after'] / 1e6:.1f}M")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,45 @@
+"""`onnxprune compress`: the whole pipeline on a small model, its report and its stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from PIL import Image
+from test_sweep import _sparse_ssd
+
+from onnxprune import cli
+
+
+def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, capsys):
+    model = _sparse_ssd()
+    src = tmp_path / "ssd.onnx"
+    onnx.save(model, src)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "small.onnx"
+    args = ["compress", str(src), "-o", str(out), "--data", f"images:{images}", "--sparsify-epochs", "1",
+            "--finetune-epochs", "1", "--l1", "0.01", "--tolerance", "0.05", "--batch-size", "1", "--freeze-bn",
+            "--no-augment", "--json"]  # fmt: skip
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric_name"] == "fidelity" and report["metric_before"] == 1.0
+    assert report["params_after"] < report["params_before"]
+    assert report["flops_after"] < report["flops_before"]
+    assert report["latency_ms_before"] > 0 and report["latency_ms_after"] > 0
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / f"small.onnx.report.{ext}").stat().st_size > 100
+    stages = sorted(p.name for p in (tmp_path / "small.onnx.stages").iterdir() if p.suffix in (".onnx", ".png"))
+    assert stages == ["0_sparsified.onnx", "1_pruned.onnx", "1_sweep.png", "1_tuned.onnx"]
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert {n.name for n in onnx.load(out).graph.node} <= {n.name for n in model.graph.node}
+    first = out.read_bytes()
+    # A second run finds every stage done and gives the same model.
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert out.read_bytes() == first
