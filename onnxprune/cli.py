@@ -209,11 +209,11 @@ def _sweep(args: argparse.Namespace) -> int:
     from onnxprune.evaluate import Accuracy, OutputFidelity
     from onnxprune.model_io import load_model
     from onnxprune.threshold_search import plot, sweep
-    from onnxprune.train.loop import _input_size
+    from onnxprune.train.loop import model_input_size
 
     preprocess = _preprocess(args)
     model = load_model(args.model)
-    data = load_images(args.data, _input_size(model, preprocess), args.limit)
+    data = load_images(args.data, model_input_size(model, preprocess), args.limit)
     evaluator = Accuracy(data, preprocess) if args.metric == "accuracy" else OutputFidelity(model, data, preprocess)
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
                    progress=not args.quiet and not args.json)  # fmt: skip

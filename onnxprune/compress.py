@@ -5,7 +5,8 @@
 Every stage writes its model into `<OUT>.stages/` and is skipped when run again (resumable); the
 final model is copied to OUT, and `<OUT>.report.json`, `.md` and `.png` are written beside it.
 Labels are used when the data has them (accuracy, cross-entropy); otherwise the original model
-is the teacher (fidelity, distillation), so an ONNX file and some images are enough.
+is the teacher (fidelity, distillation), so an ONNX file and some images are enough. Each
+phase's sweep keeps the metric within the tolerance of the model entering that phase.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate import Accuracy, OutputFidelity
 from onnxprune.model_io import InputError, load_model
 from onnxprune.threshold_search import plot, sweep
-from onnxprune.train.loop import TrainConfig, _input_size, train
+from onnxprune.train.loop import TrainConfig, model_input_size, train
 
 __all__ = ["CompressConfig", "compress"]
 
@@ -64,7 +65,7 @@ def compress(
     stages.mkdir(exist_ok=True)
     original = load_model(model)
     preprocess: Preprocess = config.train.preprocess
-    size = _input_size(original, preprocess)
+    size = model_input_size(original, preprocess)
     val_set = load_images(val or data, size, config.val_limit)
     labelled = val_set.labelled
     evaluator = Accuracy(val_set, preprocess) if labelled else OutputFidelity(original, val_set, preprocess)

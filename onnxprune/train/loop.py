@@ -26,7 +26,7 @@ from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "model_input_size", "train"]
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None], torch.Tensor]
 
@@ -90,7 +90,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[int, int]:
+def model_input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[int, int]:
     """(W, H) the model reads; a --size that contradicts a static input shape is refused."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
@@ -178,7 +178,7 @@ def train(
     device = _device(config.device)
     dist = _distributed(device)
     source = load_model(model)
-    size = _input_size(source, config.preprocess)
+    size = model_input_size(source, config.preprocess)
     images = load_images(data, size, config.limit)
     student = to_torch(source)
     module = student.module.to(device)
