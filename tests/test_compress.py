@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
-from PIL import Image
+import topologies as T
 from test_sweep import _sparse_ssd
 
 from onnxprune import cli
@@ -17,11 +16,8 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     src = tmp_path / "ssd.onnx"
     onnx.save(model, src)
     images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
     h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    T.random_images(images, 8, h, w)
     out = tmp_path / "small.onnx"
     args = ["compress", str(src), "-o", str(out), "--data", f"images:{images}", "--sparsify-epochs", "1",
             "--finetune-epochs", "1", "--l1", "0.01", "--tolerance", "0.05", "--batch-size", "1", "--freeze-bn",

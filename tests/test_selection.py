@@ -17,14 +17,7 @@ from onnxprune.selection import select, threshold_for_sparsity
 
 def _vgg_with_sparse_weights(seed: int = 0, scale: float = 0.05) -> onnx.ModelProto:
     """vgg_chain with many small weights, so thresholds select a spread of filters."""
-    model = T.vgg_chain("separate").model
-    rng = np.random.default_rng(seed)
-    for t in model.graph.initializer:
-        w = onnx.numpy_helper.to_array(t)
-        if w.ndim == 4:
-            mask = rng.uniform(size=w.shape) < rng.uniform(0.2, 1.0, size=(w.shape[0], 1, 1, 1))
-            t.CopyFrom(onnx.numpy_helper.from_array(np.where(mask, w * scale, w).astype(np.float32), t.name))
-    return model
+    return T.with_small_weights(T.vgg_chain("separate").model, seed, scale)
 
 
 def _reference_algorithm1(w: np.ndarray, w_next: np.ndarray, t: float, sf: float, sf_low: float, sg: float) -> np.ndarray:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 import topologies as T
 
 from onnxprune import cli
@@ -20,14 +19,7 @@ from onnxprune.threshold_search import _layer_weights, thresholded
 def _sparse_ssd(seed: int = 0, scale: float = 0.05) -> onnx.ModelProto:
     """ssd_heads (raw scores and boxes: fidelity is an output error, not a top-1 agreement) with
     many small conv weights, so thresholds change the outputs gradually."""
-    model = T.ssd_heads("separate").model
-    rng = np.random.default_rng(seed)
-    for t in model.graph.initializer:
-        w = onnx.numpy_helper.to_array(t)
-        if w.ndim == 4:
-            mask = rng.uniform(size=w.shape) < rng.uniform(0.2, 1.0, size=(w.shape[0], 1, 1, 1))
-            t.CopyFrom(onnx.numpy_helper.from_array(np.where(mask, w * scale, w).astype(np.float32), t.name))
-    return model
+    return T.with_small_weights(T.ssd_heads("separate").model, seed, scale)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +29,8 @@ def setup(tmp_path_factory):
     path = folder / "model.onnx"
     onnx.save(model, path)
     images = folder / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
     h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    T.random_images(images, 16, h, w)
     return path, images, (w, h)
 
 

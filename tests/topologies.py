@@ -770,3 +770,29 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     if len(inputs) != 1:
         raise ValueError(f"expected one graph input, got {inputs}")
     return session.run(None, {inputs[0]: np.ascontiguousarray(x, dtype=np.float32)})
+
+
+def with_small_weights(model: onnx.ModelProto, seed: int = 0, scale: float = 0.05) -> onnx.ModelProto:
+    """`model` (edited in place and returned) with a random share of each conv filter's weights
+    scaled down by `scale`: thresholds then zero a spread of filters, as after sparsity training."""
+    rng = np.random.default_rng(seed)
+    for t in model.graph.initializer:
+        w = numpy_helper.to_array(t)
+        if w.ndim == 4:
+            mask = rng.uniform(size=w.shape) < rng.uniform(0.2, 1.0, size=(w.shape[0], 1, 1, 1))
+            t.CopyFrom(numpy_helper.from_array(np.where(mask, w * scale, w).astype(np.float32), t.name))
+    return model
+
+
+def random_images(folder, count: int, height: int, width: int, seed: int = 0) -> None:
+    """`count` random RGB PNG files of the given size in `folder` (created)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+

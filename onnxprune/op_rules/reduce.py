@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.op_rules.reshape import axes_of
+
 if TYPE_CHECKING:
     from onnxprune.channel_groups import ChannelAnalysis
 
@@ -21,12 +23,8 @@ REDUCE = (
 def _reduce(a: ChannelAnalysis, node: gs.Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     lx, rank = a.layout(x), a.rank(x)
-    if "axes" in node.attrs:
-        axes = list(node.attrs["axes"])
-    elif len(node.inputs) > 1 and node.inputs[1].name:
-        v = a.constant(node.inputs[1])
-        axes = None if v is None else [int(e) for e in v.reshape(-1)]
-    else:
+    given, axes = axes_of(a, node)
+    if not given:
         axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank or 0))
     if axes is None or rank is None:
         a.pin(lx, f"{node.op} {node.name} reduces computed axes")

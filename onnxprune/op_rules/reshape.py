@@ -132,15 +132,22 @@ def _transpose(a: ChannelAnalysis, node: gs.Node) -> None:
     _same(x, y, lx, a, node)
 
 
+def axes_of(a: ChannelAnalysis, node: gs.Node) -> tuple[bool, list[int] | None]:
+    """The `axes` of Reduce*/Squeeze/Unsqueeze, from the attribute (older opsets) or the second
+    input: (False, None) when absent, (True, None) when computed at run time."""
+    if "axes" in node.attrs:
+        return True, list(node.attrs["axes"])
+    if len(node.inputs) > 1 and node.inputs[1].name:
+        v = a.constant(node.inputs[1])
+        return True, None if v is None else [int(e) for e in v.reshape(-1)]
+    return False, None
+
+
 def _squeeze(a: ChannelAnalysis, node: gs.Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     lx = a.layout(x)
-    if "axes" in node.attrs:
-        axes = list(node.attrs["axes"])
-    elif len(node.inputs) > 1 and node.inputs[1].name:
-        v = a.constant(node.inputs[1])
-        axes = None if v is None else [int(e) for e in v.reshape(-1)]
-    else:
+    given, axes = axes_of(a, node)
+    if not given:
         shape = a.shape(x)
         axes = None if shape is None else [i for i, d in enumerate(shape) if d == 1]
     rank = a.rank(y) if node.op == "Unsqueeze" else a.rank(x)
