@@ -29,6 +29,7 @@ from torchvision.ops import box_iou, nms
 
 import onnxprune
 from onnxprune.datasets import PRESETS, load_images
+from onnxprune.evaluate import ssd_priors
 from onnxprune.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,15 +98,7 @@ def part_a(args, tmp: Path) -> dict:
 
 def ulfd_priors() -> np.ndarray:
     """The 4420 priors of the ULFD 320x240 model (centre x, centre y, w, h; normalised)."""
-    w, h = 320, 240
-    priors = []
-    for sizes, stride in zip([[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]], [8, 16, 32, 64], strict=True):
-        fw, fh = int(np.ceil(w / stride)), int(np.ceil(h / stride))
-        for j in range(fh):
-            for i in range(fw):
-                for s in sizes:
-                    priors.append([(i + 0.5) / (w / stride), (j + 0.5) / (h / stride), s / w, s / h])
-    return np.clip(np.array(priors, np.float32), 0, 1)
+    return ssd_priors(320, 240, [8, 16, 32, 64], [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]])
 
 
 def detections(path: Path, image: np.ndarray, priors: np.ndarray) -> torch.Tensor:

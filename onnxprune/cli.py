@@ -66,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="find the largest global threshold within a metric tolerance")
     sweep.add_argument("model", help="the ONNX model (after sparsify)")
     sweep.add_argument("--data", required=True, metavar="SPEC", help="validation data (see finetune --help)")
-    sweep.add_argument("--metric", choices=("accuracy", "fidelity"), default="accuracy",
-                       help="accuracy (labels) or fidelity to the model itself (no labels)")  # fmt: skip
+    sweep.add_argument("--metric", choices=("accuracy", "fidelity", "detection"), default="accuracy",
+                       help="accuracy (labels), fidelity of the outputs or agreement of the detections with "
+                            "the model itself (no labels)")  # fmt: skip
+    sweep.add_argument("--decoder", default="boxes", help="--metric detection: boxes (decoded outputs) or ulfd (raw SSD)")
+    sweep.add_argument("--score-threshold", type=float, default=0.5, help="--metric detection: detection score cut-off")
     sweep.add_argument("--tolerance", type=float, default=0.005, help="allowed metric drop (default 0.005)")
     sweep.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="the pruned set L")
     sweep.add_argument("--limit", type=int, help="use N validation images spread over the set")
@@ -206,7 +209,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from onnxprune.datasets import load_images
-    from onnxprune.evaluate import Accuracy, OutputFidelity
+    from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
     from onnxprune.model_io import load_model
     from onnxprune.threshold_search import plot, sweep
     from onnxprune.train.loop import model_input_size
@@ -214,7 +217,13 @@ def _sweep(args: argparse.Namespace) -> int:
     preprocess = _preprocess(args)
     model = load_model(args.model)
     data = load_images(args.data, model_input_size(model, preprocess), args.limit)
-    evaluator = Accuracy(data, preprocess) if args.metric == "accuracy" else OutputFidelity(model, data, preprocess)
+    if args.metric == "accuracy":
+        evaluator = Accuracy(data, preprocess)
+    elif args.metric == "fidelity":
+        evaluator = OutputFidelity(model, data, preprocess)
+    else:
+        size = model_input_size(model, preprocess)
+        evaluator = DetectionAgreement(model, data, preprocess, make_decoder(args.decoder, size, args.score_threshold))
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
                    progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}
