@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--val", metavar="SPEC", help="validation data (default: --data)")
     comp.add_argument("--phases", nargs="+", default=("",), metavar="GLOBS",
                       help="comma-separated layer globs per phase, pruned one after another (default: one phase, every conv)")  # fmt: skip
+    comp.add_argument("--metric", choices=("auto", "accuracy", "fidelity", "detection"), default="auto",
+                      help="auto: accuracy with labels, else fidelity to the original")  # fmt: skip
+    comp.add_argument("--decoder", default="boxes", help="--metric detection: boxes or ulfd")
+    comp.add_argument("--score-threshold", type=float, default=0.5, help="--metric detection: score cut-off")
     comp.add_argument("--sparsify-epochs", type=int, default=0, help="L1 training before the first phase (default 0)")
     comp.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning after each phase (default 1)")
     comp.add_argument("--l1", type=float, default=1e-4, metavar="LAMBDA")
@@ -253,7 +257,8 @@ def _compress(args: argparse.Namespace) -> int:
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
-        val_limit=args.val_limit, train=train,
+        val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
+        train=train,
     )  # fmt: skip
     report = compress(args.model, args.output, args.data, val=args.val, config=config,
                       progress=not args.quiet and not args.json)  # fmt: skip

@@ -22,7 +22,7 @@ import onnx
 from onnxprune.bench import bench
 from onnxprune.commands import prune
 from onnxprune.datasets import Preprocess, load_images
-from onnxprune.evaluate import Accuracy, OutputFidelity
+from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
 from onnxprune.model_io import InputError, load_model
 from onnxprune.threshold_search import plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
@@ -44,6 +44,9 @@ class CompressConfig:
     sg: float = 0.9
     round_to: int = 1
     val_limit: int | None = None
+    metric: str = "auto"  # auto: accuracy with labels, else fidelity; or "detection" (needs decoder)
+    decoder: str = "boxes"
+    score_threshold: float = 0.5
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -68,7 +71,15 @@ def compress(
     size = model_input_size(original, preprocess)
     val_set = load_images(val or data, size, config.val_limit)
     labelled = val_set.labelled
-    evaluator = Accuracy(val_set, preprocess) if labelled else OutputFidelity(original, val_set, preprocess)
+    if config.metric == "detection":
+        decoder = make_decoder(config.decoder, size, config.score_threshold)
+        evaluator = DetectionAgreement(original, val_set, preprocess, decoder)
+    elif config.metric in ("accuracy", "auto") and labelled:
+        evaluator = Accuracy(val_set, preprocess)
+    elif config.metric in ("fidelity", "auto"):
+        evaluator = OutputFidelity(original, val_set, preprocess)
+    else:
+        raise InputError(f"--metric {config.metric} needs labelled validation data; {val_set.source} has none")
     teacher = None if labelled else model
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
     report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": []}
