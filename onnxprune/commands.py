@@ -14,6 +14,7 @@ import onnx
 from onnxprune.channel_groups import analyze_channels
 from onnxprune.cost import model_cost
 from onnxprune.model_io import InputError, load_model, save_model
+from onnxprune.report import report_paths, write_prune_report
 from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
 from onnxprune.surgery import apply_plan
 
@@ -111,7 +112,7 @@ def prune(
         say(f"saving {output}")
         save_model(result.model, output, input_path=model if not isinstance(model, onnx.ModelProto) else None)
     say("done")
-    return {
+    report = {
         "output": str(output) if output is not None else None,
         "params_before": before.params,
         "params_after": after.params,
@@ -124,8 +125,13 @@ def prune(
              "channels_after": g.channels_after, "pinned_by": g.pinned_by, "removal": g.removal}
             for g in result.groups
         ],  # fmt: skip
-        "model": result.model,
     }
+    if output is not None:
+        report["report"] = str(report_paths(output)[0])
+        report["channels"] = [{"layer": g.name, "before": g.channels_before, "after": g.channels_after}
+                              for g in result.groups]  # fmt: skip
+        write_prune_report(output, report, f"Pruning of {model if not isinstance(model, onnx.ModelProto) else 'a model'}")
+    return report | {"model": result.model}
 
 
 def _check_output(output: str | os.PathLike, model: ModelLike) -> None:

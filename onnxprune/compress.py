@@ -11,7 +11,6 @@ phase's sweep keeps the metric within the tolerance of the model entering that p
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from onnxprune.commands import prune
 from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
 from onnxprune.model_io import InputError, load_model
+from onnxprune.report import write_prune_report
 from onnxprune.threshold_search import plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
 
@@ -132,7 +132,7 @@ def compress(
         "speedup": after["speedup"],
     }  # fmt: skip
     report["channels"] = _channels(original, onnx.load(out))
-    _write_report(out, report)
+    write_prune_report(out, report, f"Compression of {model}")
     say(f"wrote {out} and {out.name}.report.{{json,md,png}}")
     return report
 
@@ -146,49 +146,3 @@ def _channels(before: onnx.ModelProto, after: onnx.ModelProto) -> list[dict]:
 
     a, b = counts(before), counts(after)
     return [{"layer": name, "before": a[name], "after": b.get(name, a[name])} for name in a]
-
-
-def _write_report(out: Path, report: dict) -> None:
-    json_path, md_path, png_path = (out.with_name(f"{out.name}.report.{ext}") for ext in ("json", "md", "png"))
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        f"# Compression of {report['model']}",
-        "",
-        "| | before | after | change |",
-        "|---|---:|---:|---:|",
-        f"| {report['metric_name']} | {report['metric_before']:.4f} | {report['metric_after']:.4f} | "
-        f"{report['metric_after'] - report['metric_before']:+.4f} |",
-        f"| parameters | {report['params_before']:,} | {report['params_after']:,} | "
-        f"{report['params_before'] / max(report['params_after'], 1):.2f}x smaller |",
-        f"| FLOPs | {report['flops_before']:,} | {report['flops_after']:,} | "
-        f"{100 * (1 - report['flops_after'] / max(report['flops_before'], 1)):.1f}% fewer |",
-        f"| size (bytes) | {report['size_bytes_before']:,} | {report['size_bytes_after']:,} | |",
-        f"| latency (ms, CPU, batch 1) | {report['latency_ms_before']:.3f} | {report['latency_ms_after']:.3f} | "
-        f"{report['speedup']:.2f}x |",
-        "",
-        "| layer | channels before | after |",
-        "|---|---:|---:|",
-        *[f"| {c['layer']} | {c['before']} | {c['after']} |" for c in report["channels"]],
-    ]
-    md_path.write_text("\n".join(lines) + "\n")
-    _plot_channels(report, png_path)
-
-
-def _plot_channels(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = report["channels"]
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(layers)), 4.0), dpi=120)
-    xs = range(len(layers))
-    ax.bar(xs, [c["before"] for c in layers], color="lightgray", label="before")
-    ax.bar(xs, [c["after"] for c in layers], color="tab:blue", label="after")
-    ax.set_xticks(list(xs), [c["layer"][-18:] for c in layers], rotation=90, fontsize=7)
-    ax.set_ylabel("output channels")
-    ax.set_title(f"Channels kept per conv: FLOPs {report['flops_before'] / 1e6:.1f}M -> {report['flops_after'] / 1e6:.1f}M")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -30,8 +30,11 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     assert report["latency_ms_before"] > 0 and report["latency_ms_after"] > 0
     for ext in ("json", "md", "png"):
         assert (tmp_path / f"small.onnx.report.{ext}").stat().st_size > 100
-    stages = sorted(p.name for p in (tmp_path / "small.onnx.stages").iterdir() if p.suffix in (".onnx", ".png"))
+    folder = tmp_path / "small.onnx.stages"
+    stages = sorted(p.name for p in folder.iterdir() if p.suffix == ".onnx" or p.name.endswith("_sweep.png"))
     assert stages == ["0_sparsified.onnx", "1_pruned.onnx", "1_sweep.png", "1_tuned.onnx"]
+    for stage in ("0_sparsified", "1_pruned", "1_tuned"):
+        assert (folder / f"{stage}.onnx.report.md").is_file(), "every model written has its report"
     onnx.checker.check_model(onnx.load(out), full_check=True)
     assert {n.name for n in onnx.load(out).graph.node} <= {n.name for n in model.graph.node}
     first = out.read_bytes()

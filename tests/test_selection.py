@@ -122,6 +122,10 @@ def test_prune_json_has_the_documented_keys(tmp_path, capsys):
     for g in report["groups"]:
         assert {"name", "producers", "channels_before", "channels_after", "pinned_by"} <= set(g)
     assert report["output"] == str(out)
+    assert report["report"] == str(tmp_path / "out.onnx.report.json")
+    md = (tmp_path / "out.onnx.report.md").read_text()
+    assert "| parameters |" in md and "| layer | channels before | after |" in md
+    assert (tmp_path / "out.onnx.report.png").stat().st_size > 10_000
 
 
 def test_analyze_table_and_json(tmp_path, capsys):

@@ -80,6 +80,8 @@ def test_finetune_with_labels_writes_the_trained_model(vgg, labelled, tmp_path, 
         for a, b in zip(trained.graph.initializer, source.graph.initializer, strict=True)
     )
     assert (tmp_path / "ft.onnx.ckpt").is_file()
+    assert "| epoch | loss | accuracy |" in (tmp_path / "ft.onnx.report.md").read_text()
+    assert (tmp_path / "ft.onnx.report.png").stat().st_size > 10_000
 
 
 def test_the_same_seed_gives_the_same_model(vgg, labelled, tmp_path, capsys):
@@ -177,5 +179,6 @@ def test_torchrun_two_processes_write_one_model(vgg, labelled, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.onnx", "ddp.onnx.ckpt"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["ddp.onnx", "ddp.onnx.ckpt", "ddp.onnx.report.json", "ddp.onnx.report.md", "ddp.onnx.report.png"]
     onnx.checker.check_model(onnx.load(out), full_check=True)

@@ -23,6 +23,7 @@ from torch import nn
 from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
 from onnxprune.model_io import InputError, load_model, save_model
+from onnxprune.report import write_train_report
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
@@ -290,6 +291,8 @@ def train(
                    "flops_after": cost.flops}  # fmt: skip
         if metric_before is not None:
             result |= {"metric_name": "accuracy", "metric_before": metric_before, "metric_after": history[-1]["accuracy"]}
+        kind = "Sparsity training" if config.l1 > 0 else "Fine-tuning"
+        write_train_report(out_path, result | {"config": repr(config)}, f"{kind} of {model if not isinstance(model, onnx.ModelProto) else 'a model'}")
     if dist.world > 1:
         import torch.distributed as tdist
 
