@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tolerance", type=float, default=0.005, help="allowed metric drop (default 0.005)")
     sweep.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="the pruned set L")
     sweep.add_argument("--limit", type=int, help="use N validation images spread over the set")
-    sweep.add_argument("--refine", type=int, default=4, help="bisection steps after the grid (default 4)")
+    sweep.add_argument("--refine", type=int, default=4, help="refinement rounds after the grid (default 4)")
+    sweep.add_argument("--workers", type=int, default=1, help="evaluate candidates in N processes (default 1)")
     sweep.add_argument("--plot", metavar="PNG", help="write metric vs sparsity here")
     _add_preprocess_options(sweep)
 
@@ -229,7 +230,7 @@ def _sweep(args: argparse.Namespace) -> int:
         size = model_input_size(model, preprocess)
         evaluator = DetectionAgreement(model, data, preprocess, make_decoder(args.decoder, size, args.score_threshold))
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
-                   progress=not args.quiet and not args.json)  # fmt: skip
+                   workers=args.workers, progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}
     if args.plot:
         plot(result, args.plot)

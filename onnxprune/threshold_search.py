@@ -69,6 +69,18 @@ def thresholded(model: onnx.ModelProto, weights: dict[str, np.ndarray], threshol
     return out
 
 
+# Per worker process: the model, its layer weights and the evaluator, sent once (initializer).
+_WORKER: dict = {}
+
+
+def _init_worker(model_bytes: bytes, weights: dict[str, np.ndarray], evaluator: Evaluator) -> None:
+    _WORKER.update(model=onnx.load_from_string(model_bytes), weights=weights, evaluator=evaluator)
+
+
+def _evaluate_in_worker(threshold: float) -> float:
+    return _WORKER["evaluator"](thresholded(_WORKER["model"], _WORKER["weights"], threshold))
+
+
 def sweep(
     model: str | os.PathLike | onnx.ModelProto,
     evaluator: Evaluator,
@@ -77,11 +89,17 @@ def sweep(
     layers: tuple[str, ...] = (),
     grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     refine: int = 4,
+    workers: int = 1,
     progress: bool = False,
 ) -> SweepResult:
-    """Search the largest global threshold within `tolerance` of the model's metric."""
+    """Search the largest global threshold within `tolerance` of the model's metric. With one
+    worker: the grid in order up to the first failure, then `refine` bisection steps. With N
+    workers (processes): the whole grid at once, then `refine` rounds that each split the
+    remaining interval into N + 1 parts, which narrows it N + 1 times per round instead of 2."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1; got {workers}")
     proto = load_model(model)
     weights = _layer_weights(proto, layers)
     if not weights:
@@ -90,38 +108,62 @@ def sweep(
     result = SweepResult(evaluator.name, evaluator.higher_is_better, baseline, tolerance)
     sign = 1.0 if evaluator.higher_is_better else -1.0
     cache: dict[float, Candidate] = {}
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def evaluate(sparsity: float) -> Candidate:
-        t = float(stats.threshold_for_sparsity(list(weights.values()), sparsity))
-        if t not in cache:
-            metric = evaluator(thresholded(proto, weights, t))
-            cache[t] = Candidate(sparsity, t, metric, sign * (metric - baseline) >= -tolerance)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(proto.SerializeToString(), weights, evaluator))  # fmt: skip
+
+    def evaluate(sparsities: list[float]) -> list[Candidate]:
+        thresholds = [float(stats.threshold_for_sparsity(list(weights.values()), s)) for s in sparsities]
+        todo = [t for t in dict.fromkeys(thresholds) if t not in cache]
+        if pool is not None:
+            metrics = list(pool.map(_evaluate_in_worker, todo))
+        else:
+            metrics = [evaluator(thresholded(proto, weights, t)) for t in todo]
+        for t, metric in zip(todo, metrics, strict=True):
+            s = sparsities[thresholds.index(t)]
+            cache[t] = Candidate(s, t, metric, sign * (metric - baseline) >= -tolerance)
             if progress:
-                c = cache[t]
-                print(f"sparsity {sparsity:.3f} threshold {t:.4g}: {evaluator.name} {metric:.4f}"
-                      f" ({'within' if c.within else 'outside'} tolerance)", flush=True)  # fmt: skip
-        return cache[t]
+                print(f"sparsity {s:.3f} threshold {t:.4g}: {evaluator.name} {metric:.4f}"
+                      f" ({'within' if cache[t].within else 'outside'} tolerance)", flush=True)  # fmt: skip
+        return [cache[t] for t in thresholds]
 
-    passed, failed = None, None
-    for s in grid:
-        c = evaluate(s)
-        if not c.within:
-            failed = c
-            break
-        passed = c
-    if failed is None:
-        result.stopped = f"every grid candidate up to sparsity {grid[-1]} is within tolerance"
-    else:
-        lo = passed.sparsity if passed is not None else 0.0
-        hi = failed.sparsity
-        for _ in range(refine):
-            mid = (lo + hi) / 2
-            c = evaluate(mid)
-            if c.within:
-                passed, lo = c, mid
-            else:
-                failed, hi = c, mid
-        result.stopped = "bisection done" if passed is not None else "even the smallest candidate is outside tolerance"
+    def first_failure(candidates: list[Candidate]) -> tuple[Candidate | None, Candidate | None]:
+        """The last candidate within tolerance before the first one outside it, and that one."""
+        passed = None
+        for c in candidates:
+            if not c.within:
+                return passed, c
+            passed = c
+        return passed, None
+
+    try:
+        if pool is None:
+            passed, failed = None, None
+            for s in grid:
+                (c,) = evaluate([s])
+                if not c.within:
+                    failed = c
+                    break
+                passed = c
+        else:
+            passed, failed = first_failure(evaluate(list(grid)))
+        if failed is None:
+            result.stopped = f"every grid candidate up to sparsity {grid[-1]} is within tolerance"
+        else:
+            for _ in range(refine):
+                lo = passed.sparsity if passed is not None else 0.0
+                points = [lo + (failed.sparsity - lo) * (k + 1) / (workers + 1) for k in range(workers)]
+                found_pass, found_fail = first_failure(evaluate(points))
+                passed = found_pass or passed
+                failed = found_fail or failed
+            result.stopped = "refinement done" if passed is not None else "even the smallest candidate is outside tolerance"
+    finally:
+        if pool is not None:
+            pool.shutdown()
     result.candidates = sorted(cache.values(), key=lambda c: c.sparsity)
     result.chosen = passed
     result.next_above = failed

@@ -79,3 +79,18 @@ def test_bad_arguments(setup, capsys, extra, needle):
     assert needle in err and len(err.splitlines()) == 1
 
 
+
+
+def test_parallel_workers_keep_the_guarantee(setup, capsys):
+    path, images, size = setup
+    assert cli.main(["sweep", str(path), "--data", f"images:{images}", "--metric", "fidelity", "--tolerance", "0.02",
+                     "--workers", "2", "--refine", "2", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    chosen, above = report["chosen"], report["next_above"]
+    assert chosen["within"] and not above["within"] and chosen["sparsity"] < above["sparsity"]
+    # Two rounds of thirds narrow the interval to a ninth of a grid step (0.1).
+    assert above["sparsity"] - chosen["sparsity"] <= 0.1 / 9 + 1e-9
+    model = onnx.load(path)
+    evaluator = OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())
+    weights = _layer_weights(model, ())
+    assert evaluator(thresholded(model, weights, chosen["threshold"])) == pytest.approx(chosen["metric"])
