@@ -128,6 +128,6 @@ def format_report(result: dict) -> str:
         "",
         "A global threshold zeroes layers unevenly: layers with many inputs have small weights.",
         f"statistics computed in {result['stats_seconds'] * 1e3:.1f} ms; curve plot: {result['plot']}",
-        "(filter removal, threshold search and fine-tuning arrive with the next issues)",
+        f"next: onnxprune analyze {result['model']}; onnxprune prune {result['model']} -o pruned.onnx --sparsity 0.5",
     ]
     return "\n".join(lines)
