@@ -128,6 +128,7 @@ def format_report(result: dict) -> str:
         "",
         "A global threshold zeroes layers unevenly: layers with many inputs have small weights.",
         f"statistics computed in {result['stats_seconds'] * 1e3:.1f} ms; curve plot: {result['plot']}",
-        f"next: onnxprune analyze {result['model']}; onnxprune prune {result['model']} -o pruned.onnx --sparsity 0.5",
+        f"next: onnxprune analyze {result['model']} --threshold 0.01 (the model is untrained: `sparsify` it "
+        "before `prune` finds whole filters to cut)",
     ]
     return "\n".join(lines)
