@@ -327,7 +327,7 @@ class _Surgery:
                 if gone.size:
                     axes = removals.setdefault(sl.tensor, {})
                     axes[sl.axis] = np.union1d(axes.get(sl.axis, np.zeros(0, dtype=np.int64)), gone)
-        for name, (node, axis, output) in self.new_biases.items():
+        for name, (_, axis, output) in self.new_biases.items():
             gone = np.nonzero(~self.keep(output))[0]
             if gone.size:
                 removals.setdefault(name, {})[axis] = gone
@@ -340,7 +340,7 @@ class _Surgery:
             self._write(name, value)
         for edit in self.a.edits:
             getattr(self, f"_edit_{edit.kind}")(self.nodes[edit.node], edit)
-        for name, layout in self.a.layouts.items():
+        for name in self.a.layouts:
             tensor = self.a.tensor(name)
             if isinstance(tensor, gs.Variable) and tensor.shape is not None and len(tensor.shape) >= 2:
                 shape = list(tensor.shape)
