@@ -2,8 +2,9 @@
 
     sparsify (optional) -> for each phase: sweep -> select + prune -> fine-tune -> bench -> report
 
-Every stage writes its model into `<OUT>.stages/` and is skipped when run again (resumable); the
-final model is copied to OUT, and `<OUT>.report.json`, `.md` and `.png` are written beside it.
+Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and is skipped when
+run again (resumable); the final model is copied to OUT, with `<OUT>.report.json`, `.md` and
+`.png` beside it.
 Labels are used when the data has them (accuracy, cross-entropy); otherwise the original model
 is the teacher (fidelity, distillation), so an ONNX file and some images are enough. Each
 phase's sweep keeps the metric within the tolerance of the model entering that phase.
@@ -11,6 +12,7 @@ phase's sweep keeps the metric within the tolerance of the model entering that p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,7 @@ from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
 from onnxprune.model_io import InputError, load_model
 from onnxprune.report import write_prune_report
-from onnxprune.threshold_search import plot, sweep
+from onnxprune.threshold_search import SweepResult, plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
 
 __all__ = ["CompressConfig", "compress"]
@@ -98,8 +100,13 @@ def compress(
 
     for k, layers in enumerate(config.phases, start=1):
         pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
-        result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress)
-        plot(result, stages / f"{k}_sweep.png")
+        searched = stages / f"{k}_sweep.json"
+        if searched.exists():  # resumed: the search is the slowest stage to repeat
+            result = SweepResult.from_json(json.loads(searched.read_text()))
+        else:
+            result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress)
+            searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+            plot(result, stages / f"{k}_sweep.png")
         if result.chosen is None:
             say(f"phase {k}: no threshold within tolerance ({result.stopped}); nothing pruned")
             report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": result.stopped})

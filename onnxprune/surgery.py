@@ -71,8 +71,9 @@ class _Surgery:
         self.values: dict[str, np.ndarray] = {}
         self.status = np.zeros(len(self.keep_class), dtype=np.int64)  # index into STATUSES
         self.new_biases: dict[str, tuple[gs.Node, int, str]] = {}  # const name -> (node, axis, output)
-        self.modified: set[str] = set()
-        self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused  # constants whose values changed (compensated biases)
+        self.modified: set[str] = set()  # constants whose values changed (compensated biases)
+        self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused
+        self.consumer_nodes = {sl.node for g in analysis.all_groups for sl in g.consumers}
 
     # ----- helpers -------------------------------------------------------------------------
     def keep(self, tensor: str) -> np.ndarray:
@@ -106,10 +107,8 @@ class _Surgery:
     def _step_layer(self, node: gs.Node, detail: tuple) -> None:
         x, y = node.inputs[0], node.outputs[0]
         w = self.array(node.inputs[1])
-        in_axis, out_axis = {"Conv": (1, 0), "ConvTranspose": (0, 1), "MatMul": (0, 1)}.get(
-            node.op, (1, 0) if node.attrs.get("transB", 0) else (0, 1)
-        )  # fmt: skip
-        if self.a.layout(x) is not None and any(sl_node == node.name for sl_node in self._consumer_nodes()):
+        in_axis, out_axis = detail  # the weight axes the op rule recorded
+        if self.a.layout(x) is not None and node.name in self.consumer_nodes:
             self._compensate(node, x, w, in_axis, out_axis)
         keep_out = self.keep(y.name)
         out = np.full(len(keep_out), np.nan)
@@ -121,17 +120,12 @@ class _Surgery:
                 wk = np.compress(self.keep(x.name), wk, axis=in_axis)
             rows = np.moveaxis(wk, out_axis, 0).reshape(len(gone_out), -1)
             silent = ~np.any(rows != 0, axis=1)
-            bias = self._bias(node, create=False)
+            bias = self._bias(node, out_axis, create=False)
             base = np.zeros(len(out)) if bias is None else np.broadcast_to(bias.reshape(-1), out.shape).astype(np.float64)
             if node.op == "Gemm" and bias is not None:
                 base = base * float(node.attrs.get("beta", 1.0))
             out[gone_out] = np.where(silent, base[gone_out], np.nan)
         self.values[y.name] = out
-
-    def _consumer_nodes(self) -> set[str]:
-        if not hasattr(self, "_consumers"):
-            self._consumers = {sl.node for g in self.a.all_groups for sl in g.consumers}
-        return self._consumers
 
     def _compensate(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, in_axis: int, out_axis: int) -> None:
         """Fold removed input channels of `node` that hold a constant into its bias."""
@@ -164,7 +158,7 @@ class _Surgery:
             return
         if node.op == "Gemm":
             delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
-        bias = self._bias(node, create=True)
+        bias = self._bias(node, out_axis, create=True)
         if bias is None:
             self.mark(x.name, positions[const], "approximate")
             return
@@ -172,7 +166,7 @@ class _Surgery:
         self.modified.add(self._bias_name(node))
         self.mark(x.name, positions[const], "folded" if uniform else "folded_border")
 
-    def _bias(self, node: gs.Node, create: bool) -> np.ndarray | None:
+    def _bias(self, node: gs.Node, out_axis: int, create: bool) -> np.ndarray | None:
         """The working copy of the layer's bias (Conv B, Gemm C, the Add after a MatMul), made
         with zeros when `create` and the layer has none."""
         if node.op == "MatMul":
@@ -186,12 +180,11 @@ class _Surgery:
         index = 2
         if len(node.inputs) > index and node.inputs[index].name:
             if self.array(node.inputs[index]).size == 1 and create:
-                return self._widen_bias(node)
+                return self._widen_bias(node, out_axis)
             return (self.writable(node.inputs[index]) if create else self.array(node.inputs[index])).reshape(-1)
         if not create:
             return None
         w = self.array(node.inputs[1])
-        out_axis = 1 if node.op == "ConvTranspose" or (node.op == "Gemm" and not node.attrs.get("transB", 0)) else 0
         name = self.a.unique_name(f"{node.name}_bias")
         const = gs.Constant(name, np.zeros(w.shape[out_axis], dtype=w.dtype))
         while len(node.inputs) < index:
@@ -207,11 +200,10 @@ class _Surgery:
             return next(t for t in add.inputs if t is not node.outputs[0]).name
         return node.inputs[2].name
 
-    def _widen_bias(self, node: gs.Node) -> np.ndarray:
+    def _widen_bias(self, node: gs.Node, out_axis: int) -> np.ndarray:
         """A scalar Gemm bias becomes one per output so a per-output correction fits."""
         old = node.inputs[2]
-        w = self.array(node.inputs[1])
-        m = w.shape[0 if node.attrs.get("transB", 0) else 1]
+        m = self.array(node.inputs[1]).shape[out_axis]
         name = self.a.unique_name(f"{node.name}_bias")
         value = np.full(m, self.array(old).reshape(-1)[0], dtype=self.array(old).dtype)
         const = gs.Constant(name, value)

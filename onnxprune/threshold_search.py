@@ -50,6 +50,14 @@ class SweepResult:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> SweepResult:
+        def candidate(c: dict | None) -> Candidate | None:
+            return None if c is None else Candidate(**c)
+
+        return cls(**(data | {"candidates": [Candidate(**c) for c in data["candidates"]],
+                              "chosen": candidate(data["chosen"]), "next_above": candidate(data["next_above"])}))  # fmt: skip
+
 
 def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
     analysis = analyze_channels(model, check=False)

@@ -33,6 +33,7 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     folder = tmp_path / "small.onnx.stages"
     stages = sorted(p.name for p in folder.iterdir() if p.suffix == ".onnx" or p.name.endswith("_sweep.png"))
     assert stages == ["0_sparsified.onnx", "1_pruned.onnx", "1_sweep.png", "1_tuned.onnx"]
+    assert (folder / "1_sweep.json").is_file(), "a resumed run reuses the search"
     for stage in ("0_sparsified", "1_pruned", "1_tuned"):
         assert (folder / f"{stage}.onnx.report.md").is_file(), "every model written has its report"
     onnx.checker.check_model(onnx.load(out), full_check=True)

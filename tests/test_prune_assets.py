@@ -54,7 +54,8 @@ def test_asset_models_are_analysed(assets, name, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["groups"] and report["params"] > 0
     assert report["prunable_groups"] >= 1
-    assert all(g["pinned_by"] or g["channels"] >= 1 for g in report["groups"])
+    assert all(g["producers"] and g["channels"] >= 1 for g in report["groups"])
+    assert all(reason.strip() for g in report["groups"] for reason in g["pinned_by"])
 
 
 @pytest.mark.parametrize("name", MODELS)

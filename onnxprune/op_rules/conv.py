@@ -32,6 +32,24 @@ def computed_weight_reason(node: gs.Node, w: gs.Tensor) -> str:
     return f"{node.op} {node.name} has weights computed at run time, not constants"
 
 
+def add_layer(
+    a: ChannelAnalysis, node: gs.Node, weight: gs.Tensor, in_axis: int, out_axis: int, bias: gs.Tensor | None = None
+) -> np.ndarray:
+    """A layer (Conv, ConvTranspose, Gemm, MatMul) that reads its first input's channels on
+    `in_axis` of its weight and makes new channels on `out_axis` (and on axis 0 of `bias`). The
+    value step carries both axes to the surgery. Returns the new channels."""
+    lx = a.layout(node.inputs[0])
+    if lx is not None:
+        a.add_slice("consumer", node, weight, in_axis, lx)
+    out = a.new_layer_channels(node, a.shape(weight)[out_axis])
+    a.add_slice("producer", node, weight, out_axis, out)
+    if bias is not None:
+        a.add_slice("producer", node, bias, 0, out)
+    a.set_layout(node.outputs[0], out)
+    a.add_value_step(node, "layer", (in_axis, out_axis))
+    return out
+
+
 def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
@@ -44,14 +62,7 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
     out_channels, in_per_group = a.shape(w)[0], a.shape(w)[1]
     in_channels = in_per_group * groups
     if groups == 1:
-        if lx is not None:
-            a.add_slice("consumer", node, w, 1, lx)
-        out = a.new_layer_channels(node, out_channels)
-        a.add_slice("producer", node, w, 0, out)
-        if b is not None:
-            a.add_slice("producer", node, b, 0, out)
-        a.set_layout(y, out)
-        a.add_value_step(node, "layer")
+        add_layer(a, node, w, 1, 0, b)
     elif in_per_group == 1 and out_channels % in_channels == 0 and lx is not None:
         # Depthwise: output channel o reads input channel o // m; the filters follow the input.
         out = np.repeat(lx, out_channels // in_channels)
@@ -68,7 +79,7 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
         a.add_slice("producer", node, w, 0, out)
         a.set_layout(y, out)
         a.pin(out, reason)
-        a.add_value_step(node, "layer")
+        a.add_value_step(node, "layer", (1, 0))
 
 
 def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
@@ -82,14 +93,7 @@ def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
     if groups != 1 or node.attrs.get("output_shape"):
         a.pin(lx, f"ConvTranspose {node.name} with group={groups} or a fixed output_shape")
         return
-    if lx is not None:
-        a.add_slice("consumer", node, w, 0, lx)
-    out = a.new_layer_channels(node, a.shape(w)[1])
-    a.add_slice("producer", node, w, 1, out)
-    if b is not None:
-        a.add_slice("producer", node, b, 0, out)
-    a.set_layout(node.outputs[0], out)
-    a.add_value_step(node, "layer")
+    add_layer(a, node, w, 0, 1, b)
 
 
 RULES = {"Conv": _conv, "ConvTranspose": _conv_transpose}

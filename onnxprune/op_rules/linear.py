@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import onnx_graphsurgeon as gs
 
+from onnxprune.op_rules.conv import add_layer
+
 if TYPE_CHECKING:
     from onnxprune.channel_groups import ChannelAnalysis
 
@@ -19,10 +21,7 @@ def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
         a.pin(lx, f"Gemm {node.name} has a computed weight or transA=1")
         return
     trans_b = int(node.attrs.get("transB", 0))
-    if lx is not None:
-        a.add_slice("consumer", node, w, 1 if trans_b else 0, lx)
-    out = a.new_layer_channels(node, a.shape(w)[0 if trans_b else 1])
-    a.add_slice("producer", node, w, 0 if trans_b else 1, out)
+    out = add_layer(a, node, w, 1 if trans_b else 0, 0 if trans_b else 1)
     if c is not None:
         bias = a.constant(c)
         if bias is None:
@@ -31,8 +30,6 @@ def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
             a.add_slice("producer", node, c, bias.ndim - 1, out)
         elif bias.size != 1:
             a.pin(out, f"Gemm {node.name} has a bias of shape {bias.shape} that is not per feature")
-    a.set_layout(node.outputs[0], out)
-    a.add_value_step(node, "layer")
 
 
 def _matmul(a: ChannelAnalysis, node: gs.Node) -> None:
@@ -41,12 +38,7 @@ def _matmul(a: ChannelAnalysis, node: gs.Node) -> None:
     if not a.is_constant(w) or len(a.shape(w)) != 2 or a.rank(x) != 2 or a.rank(node.outputs[0]) != 2:
         a.pin(lx, f"MatMul {node.name} is not a 2-D input times a constant matrix")
         return
-    if lx is not None:
-        a.add_slice("consumer", node, w, 0, lx)
-    out = a.new_layer_channels(node, a.shape(w)[1])
-    a.add_slice("producer", node, w, 1, out)
-    a.set_layout(node.outputs[0], out)
-    a.add_value_step(node, "layer")
+    add_layer(a, node, w, 0, 1)
 
 
 RULES = {"Gemm": _gemm, "MatMul": _matmul}
