@@ -23,32 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import box_iou
 
 import onnxprune
 from onnxprune.datasets import PRESETS, load_images
-from onnxprune.evaluate import ssd_priors
+from onnxprune.evaluate import Accuracy, make_decoder, run_model
 from onnxprune.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+ULFD_DECODER = make_decoder("ulfd", (320, 240), score_threshold=0.7)  # NMS at IoU 0.3
 
 
 def accuracy(path: Path, test) -> float:
-    s = session(path)
-    name = s.get_inputs()[0].name
-    x = PRESETS["cifar"](torch.from_numpy(test.images)).numpy()
-    logits = np.concatenate([s.run(None, {name: x[i : i + 500]})[0] for i in range(0, len(x), 500)])
-    return float((logits.argmax(1) == test.labels).mean())
+    return Accuracy(test, PRESETS["cifar"])(path)
 
 
 def zero_filters(path: Path, threshold: float, at_least: float = 1.0) -> tuple[int, int, float]:
@@ -96,28 +86,15 @@ def part_a(args, tmp: Path) -> dict:
     return result
 
 
-def ulfd_priors() -> np.ndarray:
-    """The 4420 priors of the ULFD 320x240 model (centre x, centre y, w, h; normalised)."""
-    return ssd_priors(320, 240, [8, 16, 32, 64], [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]])
-
-
-def detections(path: Path, image: np.ndarray, priors: np.ndarray) -> torch.Tensor:
+def detections(path: Path, image: np.ndarray) -> torch.Tensor:
     """Face boxes (x1, y1, x2, y2, normalised) of the raw-output ULFD model on one image."""
-    x = PRESETS["ulfd"](torch.from_numpy(image[None])).numpy()
-    scores, loc = session(path).run(None, {"input": x})
-    centre = priors[:, :2] + loc[0, :, :2] * 0.1 * priors[:, 2:]
-    size = priors[:, 2:] * np.exp(loc[0, :, 2:] * 0.2)
-    boxes = torch.from_numpy(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
-    score = torch.from_numpy(scores[0, :, 1])
-    keep = score > 0.7
-    boxes, score = boxes[keep], score[keep]
-    return boxes[nms(boxes, score, 0.3)]
+    x = PRESETS["ulfd"](torch.from_numpy(image[None].copy())).numpy()
+    return ULFD_DECODER(run_model(path, x))[0]["boxes"]
 
 
 def recall(path: Path) -> tuple[int, int]:
     from PIL import Image
 
-    priors = ulfd_priors()
     found = total = 0
     for xml in ("training.xml", "testing.xml"):
         root = ET.parse(ASSETS / "data" / "dlib_faces" / xml).getroot()
@@ -129,7 +106,7 @@ def recall(path: Path) -> tuple[int, int]:
             truth = torch.tensor([[int(b.get("left")) / w, int(b.get("top")) / h,
                                    (int(b.get("left")) + int(b.get("width"))) / w,
                                    (int(b.get("top")) + int(b.get("height"))) / h] for b in img.iter("box")])  # fmt: skip
-            found_boxes = detections(path, pixels, priors)
+            found_boxes = detections(path, pixels)
             total += len(truth)
             if len(found_boxes):
                 found += int((box_iou(truth, found_boxes).max(dim=1).values >= 0.3).sum())
