@@ -22,7 +22,7 @@ from torch import nn
 
 from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
-from onnxprune.model_io import InputError, load_model, save_model
+from onnxprune.model_io import InputError, save_model
 from onnxprune.report import write_train_report
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
@@ -178,10 +178,10 @@ def train(
     torch.manual_seed(config.seed)
     device = _device(config.device)
     dist = _distributed(device)
-    source = load_model(model)
+    student = to_torch(model)  # loads and checks the model once
+    source = student.source
     size = model_input_size(source, config.preprocess)
     images = load_images(data, size, config.limit)
-    student = to_torch(source)
     module = student.module.to(device)
     teacher_module = None
     if teacher is not None:
