@@ -30,10 +30,10 @@ import numpy as np
 from onnxprune import stats
 from onnxprune.channel_groups import ChannelAnalysis, ChannelGroup, ParamSlice
 from onnxprune.model_io import InputError
+from onnxprune.op_rules import conv
 
 __all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "select", "threshold_for_sparsity"]
 
-LAYER_OPS = ("Conv", "ConvTranspose")  # the pruned set L by default
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str
     layers = {n for g in analysis.groups for n in g.producer_nodes}
     nodes = {n.name: n for n in analysis.graph.nodes}
     if not globs:
-        return {n for n in layers if analysis.producer_op(n) in LAYER_OPS}
+        return {n for n in layers if analysis.producer_op(n) in conv.LAYER_OPS}  # L by default: the convs
     chosen = set()
     for name in layers:
         names = [name, *(t.name for t in nodes[name].outputs)] if name in nodes else [name]
