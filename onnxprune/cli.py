@@ -11,6 +11,9 @@ import sys
 
 PRESET_NAMES = ("cifar", "imagenet", "ulfd", "yunet")  # onnxprune.datasets.PRESETS, without importing torch
 
+# The --metric names of onnxprune.evaluate.choice (not imported here: it loads torch).
+_METRICS = ("auto", "accuracy", "map", "fidelity", "detection")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxprune", description=__doc__.splitlines()[0])
@@ -66,11 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="find the largest global threshold within a metric tolerance")
     sweep.add_argument("model", help="the ONNX model (after sparsify)")
     sweep.add_argument("--data", required=True, metavar="SPEC", help="validation data (see finetune --help)")
-    sweep.add_argument("--metric", choices=("accuracy", "fidelity", "detection"), default="accuracy",
-                       help="accuracy (labels), fidelity of the outputs or agreement of the detections with "
-                            "the model itself (no labels)")  # fmt: skip
-    sweep.add_argument("--decoder", default="boxes", help="--metric detection: boxes (decoded outputs) or ulfd (raw SSD)")
-    sweep.add_argument("--score-threshold", type=float, default=0.5, help="--metric detection: detection score cut-off")
+    sweep.add_argument("--metric", choices=_METRICS, default="auto",
+                       help="auto (default): map with boxes, accuracy with labels, else fidelity; map (mAP@0.5 "
+                            "against labelled boxes), accuracy, fidelity of the outputs, or detection: agreement "
+                            "of the detections with the model itself (no labels)")  # fmt: skip
+    sweep.add_argument("--decoder", default="auto",
+                       help="map/detection: auto (the priors an onnxprune.zoo SSD records, else decoded outputs), "
+                            "boxes (decoded outputs) or ulfd (raw SSD offsets)")  # fmt: skip
+    sweep.add_argument("--score-threshold", type=float, help="map/detection: detection score cut-off (0.05 / 0.5)")
     sweep.add_argument("--tolerance", type=float, default=0.005, help="allowed metric drop (default 0.005)")
     sweep.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="the pruned set L")
     sweep.add_argument("--limit", type=int, help="use N validation images spread over the set")
@@ -86,10 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--val", metavar="SPEC", help="validation data (default: --data)")
     comp.add_argument("--phases", nargs="+", default=("",), metavar="GLOBS",
                       help="comma-separated layer globs per phase, pruned one after another (default: one phase, every conv)")  # fmt: skip
-    comp.add_argument("--metric", choices=("auto", "accuracy", "fidelity", "detection"), default="auto",
-                      help="auto: accuracy with labels, else fidelity to the original")  # fmt: skip
-    comp.add_argument("--decoder", default="boxes", help="--metric detection: boxes or ulfd")
-    comp.add_argument("--score-threshold", type=float, default=0.5, help="--metric detection: score cut-off")
+    comp.add_argument("--metric", choices=_METRICS, default="auto",
+                      help="auto: map with boxes, accuracy with labels, else fidelity to the original (see sweep)")  # fmt: skip
+    comp.add_argument("--decoder", default="auto", help="map/detection: auto, boxes or ulfd (see sweep)")
+    comp.add_argument("--score-threshold", type=float, help="map/detection: detection score cut-off (0.05 / 0.5)")
     comp.add_argument("--sparsify-epochs", type=int, default=0, help="L1 training before the first phase (default 0)")
     comp.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning after each phase (default 1)")
     comp.add_argument("--l1", type=float, default=1e-4, metavar="LAMBDA")
@@ -214,21 +220,16 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from onnxprune.datasets import load_images
-    from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
+    from onnxprune.evaluate.choice import choose_evaluator
     from onnxprune.model_io import load_model
     from onnxprune.threshold_search import plot, sweep
     from onnxprune.train.loop import model_input_size
 
     preprocess = _preprocess(args)
     model = load_model(args.model)
-    data = load_images(args.data, model_input_size(model, preprocess), args.limit)
-    if args.metric == "accuracy":
-        evaluator = Accuracy(data, preprocess)
-    elif args.metric == "fidelity":
-        evaluator = OutputFidelity(model, data, preprocess)
-    else:
-        size = model_input_size(model, preprocess)
-        evaluator = DetectionAgreement(model, data, preprocess, make_decoder(args.decoder, size, args.score_threshold))
+    size = model_input_size(model, preprocess)
+    data = load_images(args.data, size, args.limit)
+    evaluator = choose_evaluator(args.metric, model, data, preprocess, size, args.decoder, args.score_threshold)
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
                    workers=args.workers, progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}

@@ -5,8 +5,9 @@
 Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and is skipped when
 run again (resumable); the final model is copied to OUT, with `<OUT>.report.json`, `.md` and
 `.png` beside it.
-Labels are used when the data has them (accuracy, cross-entropy); otherwise the original model
-is the teacher (fidelity, distillation), so an ONNX file and some images are enough. Each
+Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
+multibox loss of an `onnxprune.zoo` SSD); otherwise the original model is the teacher (fidelity,
+distillation), so an ONNX file and some images are enough. Each
 phase's sweep keeps the metric within the tolerance of the model entering that phase.
 """
 
@@ -23,7 +24,7 @@ import onnx
 from onnxprune.bench import bench
 from onnxprune.commands import prune
 from onnxprune.datasets import Preprocess, load_images
-from onnxprune.evaluate import Accuracy, DetectionAgreement, OutputFidelity, make_decoder
+from onnxprune.evaluate.choice import choose_evaluator
 from onnxprune.model_io import InputError, load_model
 from onnxprune.report import write_prune_report
 from onnxprune.threshold_search import SweepResult, plot, sweep
@@ -46,9 +47,9 @@ class CompressConfig:
     sg: float = 0.9
     round_to: int = 1
     val_limit: int | None = None
-    metric: str = "auto"  # auto: accuracy with labels, else fidelity; or "detection" (needs decoder)
-    decoder: str = "boxes"
-    score_threshold: float = 0.5
+    metric: str = "auto"  # auto: mAP with boxes, accuracy with labels, else fidelity; or "detection" (agreement)
+    decoder: str = "auto"
+    score_threshold: float | None = None  # detections kept: 0.05 for mAP, 0.5 for agreement unless told
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -72,17 +73,9 @@ def compress(
     preprocess: Preprocess = config.train.preprocess
     size = model_input_size(original, preprocess)
     val_set = load_images(val or data, size, config.val_limit)
-    labelled = val_set.labelled
-    if config.metric == "detection":
-        decoder = make_decoder(config.decoder, size, config.score_threshold)
-        evaluator = DetectionAgreement(original, val_set, preprocess, decoder)
-    elif config.metric in ("accuracy", "auto") and labelled:
-        evaluator = Accuracy(val_set, preprocess)
-    elif config.metric in ("fidelity", "auto"):
-        evaluator = OutputFidelity(original, val_set, preprocess)
-    else:
-        raise InputError(f"--metric {config.metric} needs labelled validation data; {val_set.source} has none")
-    teacher = None if labelled else model
+    evaluator = choose_evaluator(config.metric, original, val_set, preprocess, size, config.decoder,
+                                 config.score_threshold)  # fmt: skip
+    teacher = None if (val_set.labelled or val_set.boxes is not None) else model
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
     report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": []}
     report["metric_before"] = evaluator(original)

@@ -4,8 +4,9 @@
     images:DIR        unlabelled images (any depth), for distillation and fidelity
     npz:FILE          arrays `x` (N,H,W,3 uint8 or N,3,H,W float) and `y`; or JPEG bytes `jpeg` +
                       `offsets` (N+1) + `labels` (the CIFAR-10 files of ../shared/assets/data)
-    voc:DIR           PASCAL VOC: JPEGImages/ (+ Annotations/, read by the detection evaluator)
-    coco:ANNOTATIONS.json:IMAGES_DIR
+    voc:DIR           PASCAL VOC: JPEGImages/ with boxes from Annotations/ when present
+    coco:ANNOTATIONS.json:IMAGES_DIR   COCO detection JSON: images with their boxes
+    shapes:SPLIT[:N]  the built-in detection set (`onnxprune.datasets.shapes`), drawn at the model's size
 
 Images are decoded once, resized to the model's input size and kept as uint8 (N, H, W, 3) RGB;
 `Preprocess` turns a batch into the model's input: `(pixel * scale - mean) / std`, RGB or BGR,
@@ -61,12 +62,14 @@ PRESETS = {
 
 @dataclass
 class ImageSet:
-    """Decoded images (uint8, N x H x W x 3, RGB) with labels (-1 where there are none)."""
+    """Decoded images (uint8, N x H x W x 3, RGB) with labels (-1 where there are none); detection
+    sets also have `boxes`: per image a (K, 5) float32 array [class, x1, y1, x2, y2], normalised."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str] = field(default_factory=list)
     source: str = ""
+    boxes: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,8 +86,11 @@ def load_images(spec: str, size: tuple[int, int], limit: int | None = None) -> I
         raise InputError(f"--limit must be >= 1; got {limit}")
     kind, _, rest = spec.partition(":")
     if not rest:
-        raise InputError(f"--data {spec!r}: expected KIND:PATH with KIND one of imagefolder, images, npz, voc, coco")
-    loaders = {"imagefolder": _imagefolder, "images": _images, "npz": _npz, "voc": _voc, "coco": _coco}
+        raise InputError(f"--data {spec!r}: expected KIND:PATH with KIND one of imagefolder, images, npz, voc, coco, shapes")
+    from onnxprune.datasets.shapes import load_shapes
+
+    loaders = {"imagefolder": _imagefolder, "images": _images, "npz": _npz, "voc": _voc, "coco": _coco,
+               "shapes": load_shapes}  # fmt: skip
     if kind not in loaders:
         raise InputError(f"--data {spec!r}: unknown kind {kind!r}; use one of {', '.join(loaders)}")
     data = loaders[kind](rest, size, limit)
@@ -149,21 +155,80 @@ def _images(path: str, size, limit) -> ImageSet:
     return ImageSet(_stack([_decode(f, size, str(f)) for f in files], size), np.full(len(files), -1, np.int64))
 
 
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
 def _voc(path: str, size, limit) -> ImageSet:
+    """VOC folder: JPEGImages/ and, when present, Annotations/<stem>.xml (objects marked difficult
+    are left out, as VOC's own evaluation ignores them). Classes: VOC's 20 when every name is one
+    of them, else the sorted names found."""
+    import xml.etree.ElementTree as ET
+
     folder = _folder(path, "voc")
-    images = folder / "JPEGImages" if (folder / "JPEGImages").is_dir() else folder
-    return _images(str(images), size, limit)
+    notes = folder / "Annotations"
+    if not notes.is_dir():
+        return _images(str(folder / "JPEGImages" if (folder / "JPEGImages").is_dir() else folder), size, limit)
+    files = _files(folder / "JPEGImages")
+    files = [files[i] for i in _spread(len(files), limit)]
+    objects = []
+    for file in files:
+        xml = notes / f"{file.stem}.xml"
+        try:
+            root = ET.parse(xml).getroot()
+            width, height = float(root.findtext("size/width")), float(root.findtext("size/height"))
+            found = []
+            for obj in root.iter("object"):
+                if obj.findtext("difficult", "0").strip() == "1":
+                    continue
+                box = obj.find("bndbox")
+                x1, y1, x2, y2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+                found.append((obj.findtext("name").strip(), [(x1 - 1) / width, (y1 - 1) / height, x2 / width, y2 / height]))
+        except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as err:
+            raise InputError(f"--data voc:{path}: cannot read {xml} ({err})") from err
+        objects.append(found)
+    names = {name for found in objects for name, _ in found}
+    classes = list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
+    boxes = [_box_array([(classes.index(n), b) for n, b in found]) for found in objects]
+    images = _stack([_decode(f, size, str(f)) for f in files], size)
+    return ImageSet(images, np.full(len(files), -1, np.int64), classes, boxes=boxes)
+
+
+def _box_array(found: list[tuple[int, list[float]]]) -> np.ndarray:
+    rows = [[c, *np.clip(b, 0.0, 1.0)] for c, b in found]
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
 def _coco(rest: str, size, limit) -> ImageSet:
+    """COCO detection JSON: every image with its boxes (crowd boxes left out); category ids map to
+    classes 0, 1, ... in id order."""
     annotations, _, images = rest.partition(":")
     try:
-        names = [img["file_name"] for img in json.loads(Path(annotations).read_text())["images"]]
+        coco = json.loads(Path(annotations).read_text())
+        entries = coco["images"]
+        categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
+        by_image: dict = {}
+        for note in coco.get("annotations", []):
+            by_image.setdefault(note["image_id"], []).append(note)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"--data coco:{rest}: cannot read the annotations ({err})") from err
     folder = _folder(images, "coco")
-    names = [names[i] for i in _spread(len(names), limit)]
-    return ImageSet(_stack([_decode(folder / n, size, n) for n in names], size), np.full(len(names), -1, np.int64))
+    entries = [entries[i] for i in _spread(len(entries), limit)]
+    index = {c["id"]: k for k, c in enumerate(categories)}
+    boxes = []
+    for entry in entries:
+        w, h = float(entry.get("width", 0)), float(entry.get("height", 0))
+        found = []
+        for note in by_image.get(entry["id"], []):
+            if note.get("iscrowd", 0) or note["category_id"] not in index or not (w > 0 and h > 0):
+                continue
+            x, y, bw, bh = note["bbox"]
+            found.append((index[note["category_id"]], [x / w, y / h, (x + bw) / w, (y + bh) / h]))
+        boxes.append(_box_array(found))
+    stacked = _stack([_decode(folder / e["file_name"], size, e["file_name"]) for e in entries], size)
+    return ImageSet(stacked, np.full(len(entries), -1, np.int64), [c["name"] for c in categories], boxes=boxes)
 
 
 def _npz(path: str, size, limit) -> ImageSet:

@@ -2,6 +2,7 @@
 detector's outputs into boxes: decoded boxes + scores (the ULFD files with the decode inside),
 or raw SSD offsets + scores with a priors spec.
 
+`DetectionMAP` scores detections against labelled boxes (mAP@0.5, VOC's measure).
 `DetectionAgreement` needs no labels: it scores a (pruned) model's detections against the
 original model's detections on the same images (mAP@0.5 with the original as ground truth).
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import torch
 from torchvision.ops import batched_nms
 
 from onnxprune.datasets import ImageSet, Preprocess
 from onnxprune.evaluate.metrics import ModelLike, run_model
 
-__all__ = ["PRIOR_SPECS", "BoxesDecoder", "DetectionAgreement", "SSDPriorsDecoder", "make_decoder", "ssd_priors"]
+__all__ = [
+    "PRIOR_SPECS", "BoxesDecoder", "DetectionAgreement", "DetectionMAP", "SSDPriorsDecoder", "make_decoder", "ssd_priors",
+]  # fmt: skip
 
 # Anchor layouts by name: strides and min sizes per feature map (the image size comes from the model).
 PRIOR_SPECS = {"ulfd": {"strides": [8, 16, 32, 64], "min_sizes": [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]}}
@@ -86,6 +90,20 @@ class SSDPriorsDecoder(BoxesDecoder):
         return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
 
 
+def _map50(found: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> float:
+    """mAP@0.5 (torchmetrics, pycocotools backend), counting up to 1000 detections per image
+    (crowd photos hold hundreds of faces). 1.0 when there is nothing to find and nothing found."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(iou_thresholds=[0.5], max_detection_thresholds=[1, 10, 1000], backend="pycocotools")
+    metric.warn_on_many_detections = False
+    metric.update(found, targets)
+    value = float(metric.compute()["map_50"])
+    if value < 0 and all(len(t["boxes"]) == 0 for t in targets):
+        return 1.0 if all(len(f["boxes"]) == 0 for f in found) else 0.0
+    return max(value, 0.0)
+
+
 class DetectionAgreement:
     """mAP@0.5 of a model's detections against a reference model's (no labels needed): 1.0 when
     the pruned detector finds what the original found."""
@@ -99,24 +117,47 @@ class DetectionAgreement:
         self.reference = decoder(run_model(reference, self.inputs))
 
     def __call__(self, model: ModelLike) -> float:
-        from torchmetrics.detection import MeanAveragePrecision
-
-        # Crowd photos hold hundreds of faces: count up to 1000 detections per image.
-        metric = MeanAveragePrecision(iou_thresholds=[0.5], max_detection_thresholds=[1, 10, 1000], backend="pycocotools")
-        metric.warn_on_many_detections = False
         found = self.decoder(run_model(model, self.inputs))
-        targets = [{"boxes": r["boxes"], "labels": r["labels"]} for r in self.reference]
-        metric.update(found, targets)
-        value = float(metric.compute()["map_50"])
-        return 1.0 if value < 0 and all(len(t["boxes"]) == 0 for t in targets) else max(value, 0.0)
+        return _map50(found, [{"boxes": r["boxes"], "labels": r["labels"]} for r in self.reference])
 
 
-def make_decoder(name: str, size: tuple[int, int], score_threshold: float = 0.5) -> BoxesDecoder:
-    """`--decoder boxes` (outputs are scores and decoded boxes) or the name of a prior layout
+class DetectionMAP:
+    """mAP@0.5 of a model's detections against the labelled boxes of `data` (boxes normalised, as
+    the decoders give them)."""
+
+    name = "mAP@0.5"
+    higher_is_better = True
+
+    def __init__(self, data: ImageSet, preprocess: Preprocess, decoder: BoxesDecoder) -> None:
+        if data.boxes is None:
+            raise ValueError(f"{data.source}: mAP needs labelled boxes (voc with Annotations/, coco, shapes)")
+        self.inputs = preprocess(torch.from_numpy(data.images)).numpy()
+        self.decoder = decoder
+        self.targets = [
+            {"boxes": torch.from_numpy(b[:, 1:].copy()), "labels": torch.from_numpy(b[:, 0].astype(np.int64))}
+            for b in data.boxes
+        ]
+
+    def __call__(self, model: ModelLike) -> float:
+        return _map50(self.decoder(run_model(model, self.inputs)), self.targets)
+
+
+def make_decoder(
+    name: str, size: tuple[int, int], score_threshold: float = 0.5, model: onnx.ModelProto | None = None
+) -> BoxesDecoder:
+    """`--decoder auto` (the prior boxes an `onnxprune.zoo` SSD records in its metadata, else
+    decoded outputs), `boxes` (outputs are scores and decoded boxes) or the name of a prior layout
     (`ulfd`: raw offsets against that layout's priors for an input of `size` (W, H))."""
+    if name == "auto":
+        from onnxprune.zoo.ssd import read_ssd_metadata
+
+        meta = read_ssd_metadata(model) if model is not None else None
+        if meta is None or meta.decoded:
+            return BoxesDecoder(score_threshold=score_threshold, nms_iou=0.45)
+        return SSDPriorsDecoder(score_threshold=score_threshold, nms_iou=0.45, priors=meta.priors,
+                                center_variance=meta.variances[0], size_variance=meta.variances[1])  # fmt: skip
     if name == "boxes":
         return BoxesDecoder(score_threshold=score_threshold)
     if name in PRIOR_SPECS:
         return SSDPriorsDecoder(score_threshold=score_threshold, priors=ssd_priors(size[0], size[1], **PRIOR_SPECS[name]))
-    raise ValueError(f"--decoder must be boxes or one of {', '.join(PRIOR_SPECS)}; got {name!r}")
-
+    raise ValueError(f"--decoder must be auto, boxes or one of {', '.join(PRIOR_SPECS)}; got {name!r}")

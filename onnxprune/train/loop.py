@@ -24,6 +24,7 @@ from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
 from onnxprune.model_io import InputError, save_model
 from onnxprune.report import write_train_report
+from onnxprune.train.augment import augment, box_targets
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
@@ -107,25 +108,18 @@ def model_input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[in
     return (w, h)
 
 
-def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random resized crop (area 60-100%), horizontal flip and brightness/contrast jitter of a
-    uint8 (N, H, W, 3) batch, drawn from `generator` (deterministic for a seed)."""
-    n, h, w, _ = images.shape
-    out = images.permute(0, 3, 1, 2).float()
-    result = torch.empty_like(out)
-    for i in range(n):
-        r = torch.rand(6, generator=generator)
-        area = 0.6 + 0.4 * float(r[0])
-        ch, cw = max(1, int(h * area**0.5)), max(1, int(w * area**0.5))
-        top, left = int(float(r[1]) * (h - ch + 1)), int(float(r[2]) * (w - cw + 1))
-        crop = out[i : i + 1, :, top : top + ch, left : left + cw]
-        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
-        if r[3] < 0.5:
-            crop = crop.flip(-1)
-        brightness, contrast = 0.8 + 0.4 * float(r[4]), 0.8 + 0.4 * float(r[5])
-        mean = crop.mean()
-        result[i] = ((crop - mean) * contrast + mean) * brightness
-    return result.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+def _detection_loss(model: onnx.ModelProto, data: str) -> LossFn:
+    """The multibox loss of an `onnxprune.zoo` SSD (its priors are in the model's metadata)."""
+    from onnxprune.train.multibox import MultiboxLoss
+    from onnxprune.zoo.ssd import read_ssd_metadata
+
+    meta = read_ssd_metadata(model)
+    if meta is None or meta.decoded:
+        raise InputError(
+            f"--data {data} has boxes, but the model records no SSD priors (an onnxprune.zoo SSD exported with raw "
+            "outputs does); give --teacher (the unpruned model) to distill instead"
+        )
+    return MultiboxLoss(meta.priors, meta.variances)
 
 
 def _outputs(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -188,6 +182,8 @@ def train(
         teacher_module = to_torch(teacher).module.to(device).eval()
         for p in teacher_module.parameters():
             p.requires_grad_(False)
+    if loss_fn is None and images.boxes is not None and teacher_module is None:
+        loss_fn = _detection_loss(source, data)
     if teacher_module is None and loss_fn is None and not images.labelled:
         raise InputError(f"--data {data}: the images have no labels; give --teacher (the unpruned model) to distill")
     with torch.no_grad():
@@ -236,11 +232,13 @@ def train(
                    disable=not (progress and dist.main), file=sys.stderr, leave=False)  # fmt: skip
         for start in bar:
             index = order[start : start + config.batch_size].numpy()
-            batch = torch.from_numpy(images.images[index])
+            batch, flipped = torch.from_numpy(images.images[index]), None
             if config.augment:
-                batch = _augment(batch, generator)
+                batch, flipped = augment(batch, generator, crop=images.boxes is None)
             x = config.preprocess(batch).to(device)
             labels = torch.from_numpy(images.labels[index]).to(device)
+            if images.boxes is not None:
+                labels = box_targets(images.boxes, index, flipped)
             outputs = _outputs(trained, x)
             teacher_out = None
             if teacher_module is not None:

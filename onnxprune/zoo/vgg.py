@@ -3,9 +3,7 @@ layer names (conv1_1 .. conv5_3) so that pruning phases can be written as globs.
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,26 +44,3 @@ def vgg16_cifar(num_classes: int = 10, batch_norm: bool = True, seed: int | None
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return model
-
-
-def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> Path:
-    """Export `model` (eval mode) to ONNX at `path` with input `input` and output `logits`.
-
-    Uses the TorchScript exporter: it needs no extra dependency (the torch.export-based one needs
-    onnxscript) and keeps module names in node and initializer names."""
-    path = Path(path)
-    model.eval()
-    with warnings.catch_warnings():
-        # The TorchScript exporter announces its own deprecation (several warnings); nothing else.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.zeros(input_shape),),
-            str(path),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-        )
-    return path
