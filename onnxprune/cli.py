@@ -124,10 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: its own)")
     bench.add_argument("--shape", nargs="+", default=(), metavar="NAME=1x3xHxW", help="shapes of dynamic inputs")
 
-    demo = sub.add_parser("demo", help="show the weight statistics on a VGG16 built and exported here")
-    demo.add_argument("--out", default="demo-out", help="folder for the model, JSON and plot (default: demo-out)")
-    demo.add_argument("--sparsity", type=float, default=0.5, help="target share of zero weights (default 0.5)")
-    demo.add_argument("--quick", action="store_true", help="fewer curve points (for tests)")
+    demo = sub.add_parser("demo", help="train a tiny SSD here and compress it with the paper's 4 phases")
+    demo.add_argument("--out", default="demo-out", help="folder for the models, stages and reports (default: demo-out)")
+    demo.add_argument("--quick", action="store_true", help="the same pipeline on little data (about a minute)")
     for p in (analyze, prune, finetune, sparsify, sweep, comp, bench, demo):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.add_argument("-v", "--verbose", action="store_true", help="progress with timings; tracebacks on errors")
@@ -293,9 +292,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from onnxprune import demo
 
-    if not 0.0 <= args.sparsity <= 1.0:
-        raise ValueError(f"--sparsity must be in [0, 1]; got {args.sparsity}")
-    result = demo.run(args.out, sparsity=args.sparsity, curve_points=32 if args.quick else 256)
+    result = demo.run(args.out, demo.QUICK if args.quick else demo.DemoConfig(), progress=not args.quiet and not args.json)
     if args.json:
         print(json.dumps(result))
     elif not args.quiet:

@@ -1,134 +1,115 @@
-"""`onnxprune demo`: what the package does today, on a model it builds itself.
+"""`onnxprune demo`: the paper's pipeline end to end on a detector built here, in minutes on a CPU.
 
-Until the pruning pipeline lands, the demo exports a freshly initialised VGG16 (CIFAR size) to
-ONNX, reads its conv weights back from the ONNX file and shows the statistics that drive filter
-selection: the global threshold at a target sparsity, each layer's share of zero weights and of
-mostly-zero filters (sF) and input slices (sG) at that threshold, and the global sparsity curve.
+1. train the tiny SSD (`onnxprune.zoo.TINY_SSD`, VGG16-SSD300 shape at 1/8 width, 160x160 input)
+   on the built-in shapes detection set (`shapes:train`), export it to ONNX;
+2. `compress` it: L1 sparsity training, then the paper's 4 phases (conv1_1..conv4_3,
+   conv5_1..fc7, conv8_*, conv9_*..conv11_*), each a global-threshold sweep on mAP@0.5 of
+   `shapes:val`, filter selection (Algorithm 1), removal and fine-tuning with the multibox loss;
+3. report: channels per layer before/after (the paper's Table 1), parameters, size, FLOPs, mAP@0.5
+   and onnxruntime latency before/after, plots (all written next to the pruned model).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import numpy_helper
+from onnxprune.datasets import Preprocess
 
-from onnxprune import stats
+# The paper's 4 phases as globs over the exported conv names.
+PAPER_PHASES = (
+    ("conv1_?", "conv2_?", "conv3_?", "conv4_?"),
+    ("conv5_?", "fc6", "fc7"),
+    ("conv8_?",),
+    ("conv9_?", "conv10_?", "conv11_?", "conv12_?"),
+)
+
+# The tiny SSD's input: RGB, 160x160, pixels centred on 0.5 and scaled by 4.
+PREPROCESS = Preprocess((160, 160), 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 @dataclass(frozen=True)
-class LayerStats:
-    """Zero statistics of one conv layer at the global threshold."""
+class DemoConfig:
+    """Sizes of the demo's data and training; `QUICK` is the same pipeline, smaller (for tests)."""
 
-    name: str
-    shape: tuple[int, ...]
-    zero_fraction: float  # of all the layer's weights
-    filters_sf_050: int  # filters with sF >= 0.5 (the paper's lower cut-off s'_F)
-    inputs_sg_050: int  # input channels whose slices have sG >= 0.5
-
-
-def conv_weights(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
-    """(node name, weight) of every Conv whose weight is an initializer, in graph order."""
-    inits = {i.name: i for i in model.graph.initializer}
-    return [
-        (node.name or node.output[0], numpy_helper.to_array(inits[node.input[1]]))
-        for node in model.graph.node
-        if node.op_type == "Conv" and node.input[1] in inits
-    ]
+    train_images: int = 1000
+    val_images: int = 300
+    train_epochs: int = 10
+    sparsify_epochs: int = 3
+    finetune_epochs: int = 2
+    l1: float = 0.05
+    tolerance: float = 0.02
+    lr: float = 0.003
+    finetune_lr: float = 0.01
+    batch_size: int = 32
 
 
-def layer_stats(weights: list[tuple[str, np.ndarray]], threshold: float) -> list[LayerStats]:
-    rows = []
-    for name, w in weights:
-        sf = stats.filter_zero_fractions(w, threshold)
-        sg = stats.input_channel_zero_fractions(w, threshold)
-        rows.append(
-            LayerStats(
-                name=name,
-                shape=tuple(int(d) for d in w.shape),
-                zero_fraction=float(stats.sparsity_curve([w], [threshold])[0]),
-                filters_sf_050=int((sf >= 0.5).sum()),
-                inputs_sg_050=int((sg >= 0.5).sum()),
-            )
-        )
-    return rows
+QUICK = DemoConfig(train_images=96, val_images=48, train_epochs=2, sparsify_epochs=1, finetune_epochs=1)
 
 
-def plot_curve(thresholds: np.ndarray, curve: np.ndarray, chosen: float, sparsity: float, path: Path) -> None:
-    import matplotlib
+def run(out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
+    """Run the demo into `out_dir` (dense model, stages, pruned model, reports); returns the
+    compress report plus the demo's own figures (`dense_training_seconds`, `seconds`, config)."""
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(thresholds, curve * 100, lw=2)
-    ax.axvline(chosen, color="tab:red", ls="--", label=f"t = {chosen:.4g} ({sparsity:.0%} zero)")
-    ax.set_xlabel("global weight threshold t")
-    ax.set_ylabel("conv weights with |w| <= t (%)")
-    ax.set_title("VGG16 (CIFAR) sparsity curve")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def run(out_dir: str | Path, sparsity: float = 0.5, curve_points: int = 256) -> dict:
-    """Build, export and analyse the model; write model, JSON and plot to out_dir; return the JSON."""
-    from onnxprune.zoo import export_onnx, vgg16_cifar
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_path = export_onnx(vgg16_cifar(), out / "vgg16_cifar.onnx")
-    weights = conv_weights(onnx.load(str(model_path)))
-    arrays = [w for _, w in weights]
+    from onnxprune.compress import CompressConfig, compress
+    from onnxprune.datasets import load_images
+    from onnxprune.train.loop import TrainConfig
+    from onnxprune.zoo import TINY_SSD, export_ssd, tiny_ssd
+    from onnxprune.zoo.fit import fit_ssd
 
     start = time.perf_counter()
-    threshold = stats.threshold_for_sparsity(arrays, sparsity)
-    thresholds = np.linspace(0.0, stats.threshold_for_sparsity(arrays, 0.999), curve_points)
-    curve = stats.sparsity_curve(arrays, thresholds)
-    layers = layer_stats(weights, threshold)
-    seconds = time.perf_counter() - start
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda text: print(f"[demo] {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    size = (TINY_SSD.size, TINY_SSD.size)
+    train_spec, val_spec = f"shapes:train:{config.train_images}", f"shapes:val:{config.val_images}"
+    dense = out / "tiny_ssd.onnx"
+    if dense.exists():
+        say(f"reusing the trained dense model {dense}")
+        fit_seconds = None
+    else:
+        say(f"training the tiny SSD on {train_spec}: {config.train_epochs} epochs")
+        torch.manual_seed(0)
+        model = tiny_ssd()
+        fit_start = time.perf_counter()
+        fit_ssd(model, load_images(train_spec, size), PREPROCESS, epochs=config.train_epochs,
+                batch_size=config.batch_size, lr=config.lr, progress=progress)  # fmt: skip
+        fit_seconds = time.perf_counter() - fit_start
+        export_ssd(model, dense)
+    train = TrainConfig(batch_size=config.batch_size, lr=config.finetune_lr, preprocess=PREPROCESS)
+    compress_config = CompressConfig(
+        phases=PAPER_PHASES, sparsify_epochs=config.sparsify_epochs, finetune_epochs=config.finetune_epochs,
+        l1=config.l1, tolerance=config.tolerance, metric="map", train=train,
+    )  # fmt: skip
+    report = compress(dense, out / "tiny_ssd_pruned.onnx", train_spec, val=val_spec, config=compress_config,
+                      progress=progress)  # fmt: skip
+    report |= {"dense_training_seconds": fit_seconds, "seconds": time.perf_counter() - start,
+               "demo_config": asdict(config)}  # fmt: skip
+    (out / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
-    plot_path = out / "sparsity_curve.png"
-    plot_curve(thresholds, curve, threshold, sparsity, plot_path)
-    result = {
-        "model": str(model_path),
-        "conv_weights": int(sum(w.size for w in arrays)),
-        "target_sparsity": sparsity,
-        "threshold": threshold,
-        "layers": [asdict(layer) for layer in layers],
-        "curve": {"thresholds": thresholds.tolist(), "sparsity": curve.tolist()},
-        "stats_seconds": seconds,
-        "plot": str(plot_path),
-        "cuda_available": stats.cuda_available(),
-    }
-    (out / "demo.json").write_text(json.dumps(result, indent=2))
-    return result
 
-
-def format_report(result: dict) -> str:
-    lines = [
-        f"VGG16 (CIFAR) exported to {result['model']}: {result['conv_weights']:,} conv weights",
-        f"global threshold for {result['target_sparsity']:.0%} zero weights: t = {result['threshold']:.6g}",
+def format_report(report: dict) -> str:
+    """The paper-style summary: Table 1 (channels per layer) and the before/after figures."""
+    rows = [f"{'layer':<12} {'before':>7} {'after':>7}"]
+    rows += [f"{c['layer']:<12} {c['before']:>7} {c['after']:>7}" for c in report["channels"] if "_mbox_" not in c["layer"]]
+    ratio = report["params_before"] / max(report["params_after"], 1)
+    figures = [
         "",
-        f"{'layer':<28} {'weight shape':<20} {'zero %':>7} {'sF>=0.5':>8} {'sG>=0.5':>8}",
-    ]
-    for layer in result["layers"]:
-        shape = "x".join(map(str, layer["shape"]))
-        lines.append(
-            f"{layer['name']:<28} {shape:<20} {layer['zero_fraction'] * 100:7.1f} "
-            f"{layer['filters_sf_050']:8d} {layer['inputs_sg_050']:8d}"
-        )
-    lines += [
+        f"{'':<22} {'dense':>12} {'pruned':>12}",
+        f"{'parameters':<22} {report['params_before']:>12,} {report['params_after']:>12,}   ({ratio:.1f}x fewer)",
+        f"{'size (bytes)':<22} {report['size_bytes_before']:>12,} {report['size_bytes_after']:>12,}",
+        f"{'FLOPs':<22} {report['flops_before']:>12,} {report['flops_after']:>12,}   "
+        f"({100 * (1 - report['flops_after'] / report['flops_before']):.1f}% fewer)",
+        f"{report['metric_name']:<22} {report['metric_before']:>12.4f} {report['metric_after']:>12.4f}",
+        f"{'latency (ms, batch 1)':<22} {report['latency_ms_before']:>12.3f} {report['latency_ms_after']:>12.3f}   "
+        f"({report['speedup']:.2f}x)",
         "",
-        "A global threshold zeroes layers unevenly: layers with many inputs have small weights.",
-        f"statistics computed in {result['stats_seconds'] * 1e3:.1f} ms; curve plot: {result['plot']}",
-        f"next: onnxprune analyze {result['model']} --threshold 0.01 (the model is untrained: `sparsify` it "
-        "before `prune` finds whole filters to cut)",
+        f"model: {report['output']}; report: {report['output']}.report.{{md,json,png}}; "
+        f"stages and sweep plots: {report['output']}.stages/; took {report['seconds']:.0f} s",
     ]
-    return "\n".join(lines)
+    return "\n".join(["Channels per layer (the paper's Table 1 layout; heads keep theirs):", *rows, *figures])

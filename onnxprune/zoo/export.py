@@ -27,8 +27,9 @@ def export_onnx(
     """Export `model` (eval mode) to ONNX at `path`: input `input`, dynamic batch, opset 17.
 
     Uses the TorchScript exporter: it needs no extra dependency (the torch.export-based one needs
-    onnxscript) and keeps module names in node and initializer names. BatchNorm is folded into the
-    convs unless `keep_bn`. `metadata` values are stored as JSON in the model's metadata_props
+    onnxscript) and keeps module names in initializer names; each top-level conv node is named after
+    its module (`conv4_3`, not `/conv4_3/Conv`), so layer globs read like the paper. BatchNorm is
+    folded into the convs unless `keep_bn`. `metadata` values are stored as JSON in the model's metadata_props
     (how a detector carries its prior boxes to the evaluators)."""
     path = Path(path)
     model.eval()
@@ -44,6 +45,10 @@ def export_onnx(
         )  # fmt: skip
     exported = onnx.load(str(tmp))
     tmp.unlink()
+    for node in exported.graph.node:
+        parts = node.name.split("/")
+        if node.op_type == "Conv" and len(parts) == 3 and parts[0] == "" and parts[2] == "Conv":
+            node.name = parts[1]
     for key, value in (metadata or {}).items():
         entry = exported.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
