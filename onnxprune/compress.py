@@ -2,7 +2,9 @@
 
     sparsify (optional) -> for each phase: sweep -> select + prune -> fine-tune -> bench -> report
 
-Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and is skipped when
+Each sweep judges, at every candidate threshold, the model Algorithm 1 would prune there (the
+paper judges the thresholded model, which overestimates the pruned one; `sweep_pruned=False`
+restores that). Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and is skipped when
 run again (resumable); the final model is copied to OUT, with `<OUT>.report.json`, `.md` and
 `.png` beside it.
 Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
@@ -27,6 +29,7 @@ from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate.choice import choose_evaluator
 from onnxprune.model_io import InputError, load_model
 from onnxprune.report import write_prune_report
+from onnxprune.selection import Criteria
 from onnxprune.threshold_search import SweepResult, plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
 
@@ -50,6 +53,7 @@ class CompressConfig:
     metric: str = "auto"  # auto: mAP with boxes, accuracy with labels, else fidelity; or "detection" (agreement)
     decoder: str = "auto"
     score_threshold: float | None = None  # detections kept: 0.05 for mAP, 0.5 for agreement unless told
+    sweep_pruned: bool = True  # sweeps judge the pruned model at each threshold (False: the thresholded one)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -86,7 +90,9 @@ def compress(
         target = stages / "0_sparsified.onnx"
         if not target.exists():
             say(f"sparsify: {config.sparsify_epochs} epochs, L1 {config.l1:g}")
-            cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1)
+            # L1 on the layers the phases prune (all convs when a phase names none).
+            globs = tuple(g for phase in config.phases for g in phase) if all(config.phases) else config.train.layers
+            cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs)
             train(current, target, data, teacher=teacher, config=cfg, progress=progress)
         current = target
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": evaluator(target)})
@@ -97,7 +103,9 @@ def compress(
         if searched.exists():  # resumed: the search is the slowest stage to repeat
             result = SweepResult.from_json(json.loads(searched.read_text()))
         else:
-            result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress)
+            criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
+            result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress,
+                           prune=criteria if config.sweep_pruned else None)  # fmt: skip
             searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
             plot(result, stages / f"{k}_sweep.png")
         if result.chosen is None:

@@ -1,6 +1,11 @@
 """Global threshold search: the largest threshold t whose thresholded model (every weight of the
 pruned layers with |w| <= t set to 0) keeps its metric within a tolerance of the model's own.
 
+That is the paper's rule. With `prune=Criteria(...)` each candidate is instead the model Algorithm
+1 prunes at t (filters with sF >= s_F, or s'_F <= sF < s_F and sG >= s_G, removed from the
+unthresholded weights): the metric is then that of the model that will ship, which the
+thresholded model overestimates when partly non-zero filters go.
+
 Candidates are placed in sparsity space through the native curve (`stats.threshold_for_sparsity`):
 a grid first, then bisection between the last sparsity that passed and the first that failed, so
 the answer comes with the next candidate above it that did not pass. Results are cached per
@@ -10,7 +15,7 @@ threshold.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +23,10 @@ import onnx
 
 from onnxprune import stats
 from onnxprune.channel_groups import analyze_channels
+from onnxprune.commands import prune as prune_model
 from onnxprune.evaluate import Evaluator
 from onnxprune.model_io import InputError, load_model
-from onnxprune.selection import default_layers
+from onnxprune.selection import Criteria, default_layers
 
 __all__ = ["Candidate", "SweepResult", "plot", "sweep", "thresholded"]
 
@@ -31,6 +37,7 @@ class Candidate:
     threshold: float
     metric: float
     within: bool
+    params: int | None = None  # of the pruned candidate (sweeps that prune)
 
 
 @dataclass
@@ -77,16 +84,26 @@ def thresholded(model: onnx.ModelProto, weights: dict[str, np.ndarray], threshol
     return out
 
 
-# Per worker process: the model, its layer weights and the evaluator, sent once (initializer).
+def _evaluate(model: onnx.ModelProto, weights: dict[str, np.ndarray], evaluator: Evaluator, prune: Criteria | None,
+              threshold: float) -> tuple[float, int | None]:  # fmt: skip
+    """(metric, parameters) of the candidate at `threshold`: thresholded, or pruned by `prune`."""
+    if prune is None:
+        return evaluator(thresholded(model, weights, threshold)), None
+    result = prune_model(model, threshold=threshold, sf=prune.sf, sf_low=prune.sf_low, sg=prune.sg,
+                         layers=prune.layers, round_to=prune.round_to)  # fmt: skip
+    return evaluator(result["model"]), result["params_after"]
+
+
+# Per worker process: the model, its layer weights, the evaluator and the criteria, sent once.
 _WORKER: dict = {}
 
 
-def _init_worker(model_bytes: bytes, weights: dict[str, np.ndarray], evaluator: Evaluator) -> None:
-    _WORKER.update(model=onnx.load_from_string(model_bytes), weights=weights, evaluator=evaluator)
+def _init_worker(model_bytes: bytes, weights: dict[str, np.ndarray], evaluator: Evaluator, prune) -> None:
+    _WORKER.update(model=onnx.load_from_string(model_bytes), weights=weights, evaluator=evaluator, prune=prune)
 
 
-def _evaluate_in_worker(threshold: float) -> float:
-    return _WORKER["evaluator"](thresholded(_WORKER["model"], _WORKER["weights"], threshold))
+def _evaluate_in_worker(threshold: float) -> tuple[float, int | None]:
+    return _evaluate(_WORKER["model"], _WORKER["weights"], _WORKER["evaluator"], _WORKER["prune"], threshold)
 
 
 def sweep(
@@ -98,12 +115,15 @@ def sweep(
     grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     refine: int = 4,
     workers: int = 1,
+    prune: Criteria | None = None,
     progress: bool = False,
 ) -> SweepResult:
     """Search the largest global threshold within `tolerance` of the model's metric. With one
     worker: the grid in order up to the first failure, then `refine` bisection steps. With N
     workers (processes): the whole grid at once, then `refine` rounds that each split the
-    remaining interval into N + 1 parts, which narrows it N + 1 times per round instead of 2."""
+    remaining interval into N + 1 parts, which narrows it N + 1 times per round instead of 2.
+    `prune`: evaluate the model Algorithm 1 prunes at each candidate (its layers and threshold are
+    ignored: `layers` and the candidate's threshold apply)."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
     if workers < 1:
@@ -116,26 +136,28 @@ def sweep(
     result = SweepResult(evaluator.name, evaluator.higher_is_better, baseline, tolerance)
     sign = 1.0 if evaluator.higher_is_better else -1.0
     cache: dict[float, Candidate] = {}
+    pruning = replace(prune, layers=tuple(layers)) if prune is not None else None
     pool = None
     if workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(proto.SerializeToString(), weights, evaluator))  # fmt: skip
+                                   initargs=(proto.SerializeToString(), weights, evaluator, pruning))  # fmt: skip
 
     def evaluate(sparsities: list[float]) -> list[Candidate]:
         thresholds = [float(stats.threshold_for_sparsity(list(weights.values()), s)) for s in sparsities]
         todo = [t for t in dict.fromkeys(thresholds) if t not in cache]
         if pool is not None:
-            metrics = list(pool.map(_evaluate_in_worker, todo))
+            results = list(pool.map(_evaluate_in_worker, todo))
         else:
-            metrics = [evaluator(thresholded(proto, weights, t)) for t in todo]
-        for t, metric in zip(todo, metrics, strict=True):
+            results = [_evaluate(proto, weights, evaluator, pruning, t) for t in todo]
+        for t, (metric, params) in zip(todo, results, strict=True):
             s = sparsities[thresholds.index(t)]
-            cache[t] = Candidate(s, t, metric, sign * (metric - baseline) >= -tolerance)
+            cache[t] = Candidate(s, t, metric, sign * (metric - baseline) >= -tolerance, params)
             if progress:
-                print(f"sparsity {s:.3f} threshold {t:.4g}: {evaluator.name} {metric:.4f}"
+                size = f", {params:,} parameters" if params is not None else ""
+                print(f"sparsity {s:.3f} threshold {t:.4g}: {evaluator.name} {metric:.4f}{size}"
                       f" ({'within' if cache[t].within else 'outside'} tolerance)", flush=True)  # fmt: skip
         return [cache[t] for t in thresholds]
 

@@ -1,34 +1,37 @@
-"""The `onnxprune` command line: demo output and exit codes."""
+"""The `onnxprune` command line: the demo end to end, and exit codes."""
 
 import json
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 
-from onnxprune import cli, stats
-from onnxprune.demo import conv_weights
+from onnxprune import cli
+from onnxprune.zoo.ssd import read_ssd_metadata
 
 
-def test_demo_quick_writes_model_json_and_plot(tmp_path, capsys):
-    assert cli.main(["demo", "--quick", "--json", "--out", str(tmp_path), "--sparsity", "0.4"]) == 0
+def test_demo_quick_runs_the_whole_pipeline_and_reports(tmp_path, capsys):
+    assert cli.main(["demo", "--quick", "--json", "--out", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert (tmp_path / "vgg16_cifar.onnx").is_file() and (tmp_path / "sparsity_curve.png").is_file()
     assert json.loads((tmp_path / "demo.json").read_text()) == result
-    weights = [w for _, w in conv_weights(onnx.load(result["model"]))]
-    assert len(weights) == 13 == len(result["layers"])
-    # The reported threshold reaches the target sparsity on the exported weights, independently checked.
-    mags = np.concatenate([np.abs(w.astype(np.float64)).ravel() for w in weights])
-    assert (mags <= result["threshold"]).mean() >= 0.4 > (mags < result["threshold"]).mean()
-    assert result["layers"][0]["shape"] == [64, 3, 3, 3]
-    assert np.isclose(result["layers"][-1]["zero_fraction"], stats.sparsity_curve([weights[-1]], [result["threshold"]])[0])
+    pruned = onnx.load(result["output"])
+    assert read_ssd_metadata(pruned) is not None, "the pruned model keeps its priors"
+    assert result["metric_name"] == "mAP@0.5" and 0.0 <= result["metric_after"] <= 1.0
+    assert result["params_after"] < result["params_before"] and result["flops_after"] < result["flops_before"]
+    stages = [s["stage"] for s in result["stages"]]
+    assert stages == ["sparsify", "phase 1", "phase 2", "phase 3", "phase 4"]
+    layers = {c["layer"]: c for c in result["channels"]}
+    assert {"conv1_1", "conv4_3", "fc7", "conv11_2"} <= set(layers)
+    assert all(c["after"] == c["before"] for name, c in layers.items() if "_mbox_" in name), "heads keep their outputs"
+    for suffix in (".report.md", ".report.png", ".report.json"):
+        assert (tmp_path / ("tiny_ssd_pruned.onnx" + suffix)).is_file()
+    assert "conv4_3" in (tmp_path / "tiny_ssd_pruned.onnx.report.md").read_text()
 
 
 def test_bad_argument_exits_2_with_one_line(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "onnxprune.cli", "demo", "--sparsity", "1.5", "--out", str(tmp_path)],
+        [sys.executable, "-m", "onnxprune.cli", "prune", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")],
         capture_output=True, text=True, cwd=tmp_path,
-    )
+    )  # fmt: skip
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == ["onnxprune demo: --sparsity must be in [0, 1]; got 1.5"]
+    assert len(run.stderr.strip().splitlines()) == 1 and "missing.onnx" in run.stderr

@@ -54,6 +54,7 @@ class BoxesDecoder:
     score_threshold: float = 0.5
     nms_iou: float = 0.3
     background: bool = True
+    max_detections: int | None = None  # keep the best N per image after NMS (SSD's evaluation keeps 200)
 
     def boxes(self, outputs: list[np.ndarray], i: int) -> np.ndarray:
         return outputs[self.boxes_output][i]
@@ -69,7 +70,10 @@ class BoxesDecoder:
             best, labels = scores.max(dim=1)
             keep = best > self.score_threshold
             boxes, best, labels = boxes[keep], best[keep], labels[keep]
-            kept = batched_nms(boxes, best, labels, self.nms_iou)
+            if self.max_detections is not None and len(best) > 2 * self.max_detections:
+                top = best.topk(2 * self.max_detections).indices  # NMS on the best candidates only
+                boxes, best, labels = boxes[top], best[top], labels[top]
+            kept = batched_nms(boxes, best, labels, self.nms_iou)[: self.max_detections]
             results.append({"boxes": boxes[kept], "scores": best[kept], "labels": labels[kept]})
         return results
 
@@ -146,15 +150,15 @@ def make_decoder(
     name: str, size: tuple[int, int], score_threshold: float = 0.5, model: onnx.ModelProto | None = None
 ) -> BoxesDecoder:
     """`--decoder auto` (the prior boxes an `onnxprune.zoo` SSD records in its metadata, else
-    decoded outputs), `boxes` (outputs are scores and decoded boxes) or the name of a prior layout
+    decoded outputs; NMS at IoU 0.45 and the best 200 detections per image, as SSD's evaluation), `boxes` (outputs are scores and decoded boxes) or the name of a prior layout
     (`ulfd`: raw offsets against that layout's priors for an input of `size` (W, H))."""
     if name == "auto":
         from onnxprune.zoo.ssd import read_ssd_metadata
 
         meta = read_ssd_metadata(model) if model is not None else None
         if meta is None or meta.decoded:
-            return BoxesDecoder(score_threshold=score_threshold, nms_iou=0.45)
-        return SSDPriorsDecoder(score_threshold=score_threshold, nms_iou=0.45, priors=meta.priors,
+            return BoxesDecoder(score_threshold=score_threshold, nms_iou=0.45, max_detections=200)
+        return SSDPriorsDecoder(score_threshold=score_threshold, nms_iou=0.45, max_detections=200, priors=meta.priors,
                                 center_variance=meta.variances[0], size_variance=meta.variances[1])  # fmt: skip
     if name == "boxes":
         return BoxesDecoder(score_threshold=score_threshold)

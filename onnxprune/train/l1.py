@@ -10,6 +10,10 @@ One line in any training loop::
 or, for weights that become exactly zero, the proximal step after each update::
 
     optimizer.step(); l1.prox(lr)
+
+`groups="filters"` penalises each filter's L2 norm instead (group lasso, Wen et al. 2016, weighted
+by the square root of the filter's size so that lambda means about the same): whole filters reach
+zero together, which Algorithm 1 then removes exactly. The paper's penalty is the default.
 """
 
 from __future__ import annotations
@@ -49,21 +53,29 @@ class L1Sparsity:
     """The L1 penalty over the weights of the convs whose module names match `layers` (globs;
     default every conv). Biases and BatchNorm are not penalised, as in the paper."""
 
-    def __init__(self, model: nn.Module, lam: float, layers: Sequence[str] = ("*",)) -> None:
+    def __init__(self, model: nn.Module, lam: float, layers: Sequence[str] = ("*",), groups: str = "weights") -> None:
         if not lam >= 0.0:
             raise InputError(f"--l1 must be >= 0; got {lam}")
-        self.lam = float(lam)
+        if groups not in ("weights", "filters"):
+            raise InputError(f"--l1-groups must be weights or filters; got {groups!r}")
+        self.lam, self.groups = float(lam), groups
         convs = {name: m for name, m in model.named_modules() if isinstance(m, _CONVS)}
         self.weights = {
             name: m.weight for name, m in convs.items() if any(fnmatch.fnmatchcase(name, g) for g in layers)
         }
+        if groups == "filters":  # ConvTranspose filters are columns of (in, out, ...) weights: not grouped here
+            self.weights = {n: w for n, w in self.weights.items() if not isinstance(convs[n], _CONVS[3:])}
         if not self.weights:
             names = ", ".join(list(convs)[:5]) + (", ..." if len(convs) > 5 else "")
             raise InputError(f"--layers {' '.join(layers)} matches no conv layer (the convs are: {names or 'none'})")
 
     def __call__(self) -> torch.Tensor:
-        """lambda * sum |W| (a scalar tensor on the weights' device, differentiable)."""
-        total = sum(w.abs().sum() for w in self.weights.values())
+        """lambda * sum |W|, or lambda * sum over filters of sqrt(size) * ||W_f||_2 (a scalar
+        tensor on the weights' device, differentiable)."""
+        if self.groups == "filters":
+            total = sum(_filter_norms(w).sum() * w[0].numel() ** 0.5 for w in self.weights.values())
+        else:
+            total = sum(w.abs().sum() for w in self.weights.values())
         return self.lam * total
 
     @torch.no_grad()
@@ -74,7 +86,11 @@ class L1Sparsity:
         whole filters become exactly zero."""
         step = lr * self.lam
         for w in self.weights.values():
-            w.copy_(torch.sign(w) * torch.clamp(w.abs() - step, min=0.0))
+            if self.groups == "filters":  # shrink each filter's norm by step * sqrt(size), stop at 0
+                norms = _filter_norms(w).view(-1, *[1] * (w.dim() - 1))
+                w.mul_(torch.clamp(1.0 - step * w[0].numel() ** 0.5 / norms.clamp_min(1e-12), min=0.0))
+            else:
+                w.copy_(torch.sign(w) * torch.clamp(w.abs() - step, min=0.0))
 
     @torch.no_grad()
     def sparsity(self, threshold: float) -> SparsityReport:
@@ -92,3 +108,8 @@ class L1Sparsity:
             zero_filters += int((fractions >= 1.0).sum())
             filters += len(fractions)
         return SparsityReport(threshold, per_layer, zeros / max(total, 1), zero_filters, filters)
+
+
+def _filter_norms(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each output filter (dim 0 of a Conv weight)."""
+    return w.flatten(1).norm(dim=1)

@@ -42,6 +42,7 @@ class TrainConfig:
     lr: float = 0.01
     l1: float = 0.0
     layers: tuple[str, ...] = ("*",)
+    l1_groups: str = "weights"  # "filters": group lasso on whole filters (see train.l1)
     threshold: float = 1e-3  # for the sparsity reported each epoch
     clip: float = 1.0  # gradient norm clipping
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
@@ -193,7 +194,7 @@ def train(
             raise InputError("labels need a classifier (first output N x classes); use --teacher for other models")
         check_labels(images, probe[0].shape[1])
     val_set = load_images(val, size) if val is not None else None
-    l1 = L1Sparsity(module, config.l1, config.layers) if config.l1 > 0 else None
+    l1 = L1Sparsity(module, config.l1, config.layers, config.l1_groups) if config.l1 > 0 else None
 
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = max(1, -(-len(images) // (config.batch_size * dist.world)))

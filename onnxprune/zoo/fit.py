@@ -25,20 +25,24 @@ def fit_ssd(
     batch_size: int = 32,
     lr: float = 0.05,
     seed: int = 0,
+    device: str = "cpu",
+    max_steps: int | None = None,
     progress: bool = True,
 ) -> list[float]:
-    """Train `model` in place on a detection set with the multibox loss (SGD, cosine schedule,
-    flips and colour jitter); returns the mean loss of each epoch."""
+    """Train `model` in place on a detection set with the multibox loss (AdamW, one-cycle
+    schedule, flips and colour jitter) on `device`; returns the mean loss of each epoch.
+    `max_steps` stops early (a smoke test of a paper-scale run)."""
     if data.boxes is None:
         raise ValueError(f"{data.source}: training an SSD needs labelled boxes")
     from tqdm import tqdm
 
+    model.to(device)
     loss_fn = MultiboxLoss(model.priors, model.spec.priors.variances)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * -(-len(data) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     generator = torch.Generator().manual_seed(seed)
-    history = []
+    history, step = [], 0
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(data), generator=generator).numpy()
@@ -48,7 +52,7 @@ def fit_ssd(
         for start in bar:
             index = order[start : start + batch_size]
             batch, flipped = augment(torch.from_numpy(data.images[index]), generator, crop=False)
-            loss = loss_fn(list(model(preprocess(batch))), box_targets(data.boxes, index, flipped))
+            loss = loss_fn(list(model(preprocess(batch).to(device))), box_targets(data.boxes, index, flipped))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -56,9 +60,14 @@ def fit_ssd(
             schedule.step()
             total, batches = total + float(loss.detach()), batches + 1
             bar.set_postfix(loss=f"{total / batches:.3f}")
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
         history.append(total / max(batches, 1))
+        if max_steps is not None and step >= max_steps:
+            break
     _recalibrate_batch_norm(model, data, preprocess, batch_size)
-    model.eval()
+    model.eval().cpu()
     return history
 
 
@@ -76,6 +85,6 @@ def _recalibrate_batch_norm(model: nn.Module, data: ImageSet, preprocess: Prepro
         m.momentum = None  # cumulative average
     model.train()
     for start in range(0, min(images, len(data)), batch_size):
-        model(preprocess(torch.from_numpy(data.images[start : start + batch_size])))
+        model(preprocess(torch.from_numpy(data.images[start : start + batch_size])).to(next(model.parameters()).device))
     for m in norms:
         m.momentum = 0.1
