@@ -70,7 +70,7 @@ def test_fidelity_of_a_model_to_itself_is_one(setup):
     assert OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())(model) == 1.0
 
 
-@pytest.mark.parametrize(("extra", "needle"), [(["--metric", "accuracy"], "accuracy needs labelled data"),
+@pytest.mark.parametrize(("extra", "needle"), [(["--metric", "accuracy"], "accuracy needs class labels"),
                                                (["--metric", "fidelity", "--tolerance", "-1"], "--tolerance must be >= 0")])  # fmt: skip
 def test_bad_arguments(setup, capsys, extra, needle):
     path, images, _ = setup

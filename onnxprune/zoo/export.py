@@ -45,6 +45,7 @@ def export_onnx(
         )  # fmt: skip
     exported = onnx.load(str(tmp))
     tmp.unlink()
+    _unshare_constants(exported.graph)
     for node in exported.graph.node:
         parts = node.name.split("/")
         if node.op_type == "Conv" and len(parts) == 3 and parts[0] == "" and parts[2] == "Conv":
@@ -54,3 +55,16 @@ def export_onnx(
         entry.key, entry.value = key, json.dumps(value)
     save_model(exported, path)
     return path
+
+
+def _unshare_constants(graph: onnx.GraphProto) -> None:
+    """The exporter stores equal initializers once and reads the copies through Identity nodes
+    (all-zero biases of a fresh model, for one); give each reader its own initializer again, so
+    that pruning one layer's channels does not touch another's (shared tensors are pinned)."""
+    inits = {t.name: t for t in graph.initializer}
+    for node in [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
