@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB", help="convs the L1 penalty covers")
         p.add_argument("--l1-in-loss", action="store_true",
                        help="add lambda*|W| to the loss (plain subgradient) instead of the proximal step")  # fmt: skip
+        p.add_argument("--l1-groups", choices=("weights", "filters"), default="weights",
+                       help="weights: the paper's L1 (default); filters: group lasso on each filter's norm")  # fmt: skip
         p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
         p.add_argument("--limit", type=int, help="use only the first N images")
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
@@ -83,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--refine", type=int, default=4, help="refinement rounds after the grid (default 4)")
     sweep.add_argument("--workers", type=int, default=1, help="evaluate candidates in N processes (default 1)")
     sweep.add_argument("--plot", metavar="PNG", help="write metric vs sparsity here")
+    sweep.add_argument("--judge", choices=("thresholded", "pruned"), default="thresholded",
+                       help="evaluate at each threshold the thresholded model (the paper, default) or the model "
+                            "Algorithm 1 prunes there (with --sf, --sf-low, --sg, --round-to)")  # fmt: skip
+    sweep.add_argument("--sf", type=float, default=0.9)
+    sweep.add_argument("--sf-low", type=float, default=0.5)
+    sweep.add_argument("--sg", type=float, default=0.9)
+    sweep.add_argument("--round-to", type=int, default=1, metavar="N")
     _add_preprocess_options(sweep)
 
     comp = sub.add_parser("compress", help="the whole pipeline: sparsify, sweep, prune, fine-tune, bench, report")
@@ -99,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--sparsify-epochs", type=int, default=0, help="L1 training before the first phase (default 0)")
     comp.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning after each phase (default 1)")
     comp.add_argument("--l1", type=float, default=1e-4, metavar="LAMBDA")
+    comp.add_argument("--l1-groups", choices=("weights", "filters"), default="weights",
+                      help="weights: the paper's L1 (default); filters: group lasso on each filter's norm")  # fmt: skip
+    comp.add_argument("--judge", choices=("pruned", "thresholded"), default="pruned",
+                      help="what each sweep evaluates at a threshold: the pruned model (default) or the thresholded one")  # fmt: skip
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")
     comp.add_argument("--sf", type=float, default=0.9)
     comp.add_argument("--sf-low", type=float, default=0.5)
@@ -205,7 +218,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
-        device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss,
+        device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss, l1_groups=args.l1_groups,
         freeze_bn=args.freeze_bn,
     )  # fmt: skip
     result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
@@ -221,6 +234,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from onnxprune.datasets import load_images
     from onnxprune.evaluate.choice import choose_evaluator
     from onnxprune.model_io import load_model
+    from onnxprune.selection import Criteria
     from onnxprune.threshold_search import plot, sweep
     from onnxprune.train.loop import model_input_size
 
@@ -229,8 +243,10 @@ def _sweep(args: argparse.Namespace) -> int:
     size = model_input_size(model, preprocess)
     data = load_images(args.data, size, args.limit)
     evaluator = choose_evaluator(args.metric, model, data, preprocess, size, args.decoder, args.score_threshold)
+    criteria = Criteria(sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to)
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
-                   workers=args.workers, progress=not args.quiet and not args.json)  # fmt: skip
+                   workers=args.workers, prune=criteria if args.judge == "pruned" else None,
+                   progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}
     if args.plot:
         plot(result, args.plot)
@@ -253,11 +269,13 @@ def _compress(args: argparse.Namespace) -> int:
     from onnxprune.train.loop import TrainConfig
 
     train = TrainConfig(batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, seed=args.seed,
-                        limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn)  # fmt: skip
+                        limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn,
+                        l1_groups=args.l1_groups)  # fmt: skip
     phases = tuple(tuple(g for g in phase.split(",") if g) for phase in args.phases)
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
+        sweep_pruned=args.judge == "pruned",
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

@@ -4,12 +4,12 @@
 
 Each sweep judges, at every candidate threshold, the model Algorithm 1 would prune there (the
 paper judges the thresholded model, which overestimates the pruned one; `sweep_pruned=False`
-restores that). Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and is skipped when
-run again (resumable); the final model is copied to OUT, with `<OUT>.report.json`, `.md` and
-`.png` beside it.
+restores that). Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and
+is skipped when run again (resumable); the final model is copied to OUT, with
+`<OUT>.report.json`, `.md` and `.png` beside it.
 Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
-multibox loss of an `onnxprune.zoo` SSD); otherwise the original model is the teacher (fidelity,
-distillation), so an ONNX file and some images are enough. Each
+multibox loss of an `onnxprune.zoo` SSD, other detectors distil); otherwise the original model is
+the teacher (fidelity, distillation), so an ONNX file and some images are enough. Each
 phase's sweep keeps the metric within the tolerance of the model entering that phase.
 """
 
@@ -32,6 +32,7 @@ from onnxprune.report import write_prune_report
 from onnxprune.selection import Criteria
 from onnxprune.threshold_search import SweepResult, plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
+from onnxprune.zoo.ssd import raw_ssd_metadata
 
 __all__ = ["CompressConfig", "compress"]
 
@@ -79,7 +80,8 @@ def compress(
     val_set = load_images(val or data, size, config.val_limit)
     evaluator = choose_evaluator(config.metric, original, val_set, preprocess, size, config.decoder,
                                  config.score_threshold)  # fmt: skip
-    teacher = None if (val_set.labelled or val_set.boxes is not None) else model
+    own_loss = val_set.labelled or (val_set.boxes is not None and raw_ssd_metadata(original) is not None)
+    teacher = None if own_loss else model
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
     report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": []}
     report["metric_before"] = evaluator(original)

@@ -39,9 +39,10 @@ class DemoConfig:
     val_images: int = 300
     train_epochs: int = 10
     sparsify_epochs: int = 3
-    finetune_epochs: int = 2
-    l1: float = 0.05
-    tolerance: float = 0.02
+    finetune_epochs: int = 1
+    l1: float = 0.03
+    tolerance: float = 0.03
+    round_to: int = 8  # onnxruntime's fast CPU convolutions want channel counts in multiples of 8
     lr: float = 0.003
     finetune_lr: float = 0.01
     batch_size: int = 32
@@ -83,7 +84,7 @@ def run(out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: bool =
     train = TrainConfig(batch_size=config.batch_size, lr=config.finetune_lr, preprocess=PREPROCESS)
     compress_config = CompressConfig(
         phases=PAPER_PHASES, sparsify_epochs=config.sparsify_epochs, finetune_epochs=config.finetune_epochs,
-        l1=config.l1, tolerance=config.tolerance, metric="map", train=train,
+        l1=config.l1, tolerance=config.tolerance, round_to=config.round_to, metric="map", train=train,
     )  # fmt: skip
     report = compress(dense, out / "tiny_ssd_pruned.onnx", train_spec, val=val_spec, config=compress_config,
                       progress=progress)  # fmt: skip

@@ -30,7 +30,7 @@ def test_demo_quick_runs_the_whole_pipeline_and_reports(tmp_path, capsys):
 
 def test_bad_argument_exits_2_with_one_line(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "onnxprune.cli", "prune", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")],
+        [sys.executable, "-m", "onnxprune.cli", "prune", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx"), "-q"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 2

@@ -86,3 +86,21 @@ def test_the_proximal_step_makes_exact_zeros_and_solves_the_same_objective():
         net2[0].weight.copy_(w.view(5, 1, 1, 1))
     L1Sparsity(net2, 1.0).prox(0.015)
     torch.testing.assert_close(net2[0].weight.view(-1), torch.tensor([-0.985, 0.0, 0.0, 0.005, 0.485]))
+
+
+def test_filter_groups_shrink_whole_filters_and_match_their_penalty():
+    net = nn.Sequential(nn.Conv2d(1, 3, 2, bias=False))
+    w = torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.6, 0.8]]).view(3, 1, 2, 2)
+    with torch.no_grad():
+        net[0].weight.copy_(w)
+    l1 = L1Sparsity(net, 0.5, groups="filters")
+    # lambda * sqrt(4) * (5 + 0.1 + 1)
+    assert float(l1().detach()) == pytest.approx(0.5 * 2 * 6.1)
+    l1.prox(0.2)  # each filter norm shrinks by 0.2 * 0.5 * 2 = 0.2, and stops at 0
+    got = net[0].weight.view(3, 4)
+    torch.testing.assert_close(got[0], torch.tensor([3.0, 4.0, 0.0, 0.0]) * (4.8 / 5))
+    assert float(got[1].abs().sum()) == 0.0  # a whole filter, not single weights
+    torch.testing.assert_close(got[2], torch.tensor([0.0, 0.0, 0.6, 0.8]) * 0.8)
+    assert l1.sparsity(0.0).zero_filters == 1
+    with pytest.raises(InputError, match="--l1-groups"):
+        L1Sparsity(net, 0.5, groups="channels")

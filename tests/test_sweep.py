@@ -94,3 +94,23 @@ def test_parallel_workers_keep_the_guarantee(setup, capsys):
     evaluator = OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())
     weights = _layer_weights(model, ())
     assert evaluator(thresholded(model, weights, chosen["threshold"])) == pytest.approx(chosen["metric"])
+
+
+def test_judging_pruned_models_keeps_the_shipped_model_within_tolerance(setup, tmp_path, capsys):
+    """--judge pruned: the model `prune` writes at the chosen threshold is within tolerance."""
+    path, images, size = setup
+    assert cli.main(["sweep", str(path), "--data", f"images:{images}", "--metric", "fidelity", "--tolerance", "0.02",
+                     "--judge", "pruned", "--sf-low", "0.3", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    chosen = report["chosen"]
+    assert chosen is not None and chosen["params"] is not None
+    assert {c["params"] for c in report["candidates"]} != {chosen["params"]}, "candidates prune different amounts"
+    out = tmp_path / "pruned.onnx"
+    assert cli.main(["prune", str(path), "-o", str(out), "--threshold", str(chosen["threshold"]), "--sf-low", "0.3",
+                     "--json"]) == 0  # fmt: skip
+    pruned_report = json.loads(capsys.readouterr().out)
+    assert pruned_report["params_after"] == chosen["params"]
+    model = onnx.load(path)
+    evaluator = OutputFidelity(model, load_images(f"images:{images}", size), Preprocess())
+    assert evaluator(onnx.load(out)) == pytest.approx(chosen["metric"])
+    assert chosen["metric"] >= report["baseline"] - 0.02

@@ -8,6 +8,8 @@ Data spec: `shapes:SPLIT[:COUNT]`, SPLIT `train` or `val` (default 2000 / 300 im
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from onnxprune.datasets.specs import ImageSet
@@ -94,8 +96,12 @@ def load_shapes(rest: str, size: tuple[int, int], limit: int | None = None) -> I
         raise InputError(f"--data shapes:{rest}: the image count must be a positive integer")
     if limit is not None:
         count = min(count, limit)
+    images, boxes = _render_set(split, count, tuple(size))
+    return ImageSet(images, np.full(count, -1, np.int64), list(SHAPE_CLASSES), boxes=list(boxes))
+
+
+@functools.lru_cache(maxsize=4)
+def _render_set(split: str, count: int, size: tuple[int, int]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Rendered once per process: `compress` loads the same set for every training stage."""
     rendered = [render_shapes(i, split, size) for i in range(count)]
-    return ImageSet(
-        np.stack([r[0] for r in rendered]), np.full(count, -1, np.int64), list(SHAPE_CLASSES),
-        boxes=[r[1] for r in rendered],
-    )  # fmt: skip
+    return np.stack([r[0] for r in rendered]), tuple(r[1] for r in rendered)

@@ -112,10 +112,10 @@ def model_input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[in
 def _detection_loss(model: onnx.ModelProto, data: str) -> LossFn:
     """The multibox loss of an `onnxprune.zoo` SSD (its priors are in the model's metadata)."""
     from onnxprune.train.multibox import MultiboxLoss
-    from onnxprune.zoo.ssd import read_ssd_metadata
+    from onnxprune.zoo.ssd import raw_ssd_metadata
 
-    meta = read_ssd_metadata(model)
-    if meta is None or meta.decoded:
+    meta = raw_ssd_metadata(model)
+    if meta is None:
         raise InputError(
             f"--data {data} has boxes, but the model records no SSD priors (an onnxprune.zoo SSD exported with raw "
             "outputs does); give --teacher (the unpruned model) to distill instead"

@@ -26,7 +26,7 @@ from onnxprune.zoo.export import export_onnx
 
 __all__ = [
     "METADATA_KEY", "SSD", "SSD300", "SSD512", "TINY_SSD", "PriorSpec", "SSDSpec", "decode_boxes", "export_ssd", "prior_boxes",
-    "read_ssd_metadata", "tiny_ssd",
+    "raw_ssd_metadata", "read_ssd_metadata", "tiny_ssd",
 ]
 
 METADATA_KEY = "onnxprune.ssd"
@@ -280,6 +280,13 @@ def read_ssd_metadata(model) -> SSDBoxes | None:
     spec = PriorSpec(**{k: _tuples(v) for k, v in meta["priors"].items()})
     return SSDBoxes(prior_boxes(spec, meta["size"], meta["feature_maps"]), spec.variances, meta["decoded"],
                     meta["num_classes"])  # fmt: skip
+
+
+def raw_ssd_metadata(model) -> SSDBoxes | None:
+    """The priors of an exported SSD with raw outputs (offsets), which the multibox loss trains;
+    None for other models and for SSDs exported with the decoding inside."""
+    meta = read_ssd_metadata(model)
+    return meta if meta is not None and not meta.decoded else None
 
 
 def _tuples(value):
