@@ -97,7 +97,7 @@ def test_filter_groups_shrink_whole_filters_and_match_their_penalty():
     # lambda * sqrt(4) * (5 + 0.1 + 1)
     assert float(l1().detach()) == pytest.approx(0.5 * 2 * 6.1)
     l1.prox(0.2)  # each filter norm shrinks by 0.2 * 0.5 * 2 = 0.2, and stops at 0
-    got = net[0].weight.view(3, 4)
+    got = net[0].weight.detach().view(3, 4)
     torch.testing.assert_close(got[0], torch.tensor([3.0, 4.0, 0.0, 0.0]) * (4.8 / 5))
     assert float(got[1].abs().sum()) == 0.0  # a whole filter, not single weights
     torch.testing.assert_close(got[2], torch.tensor([0.0, 0.0, 0.6, 0.8]) * 0.8)
