@@ -68,6 +68,12 @@ def test_voc_folders_give_boxes_without_difficult_objects(tmp_path):
     data = load_images(f"voc:{tmp_path}", (20, 20))
     assert data.classes[11] == "dog" and len(data.classes) == 20
     np.testing.assert_allclose(data.boxes[0], [[11, 0.0, 0.0, 0.5, 1.0]])
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")  # a split's own numbering
+    assert load_images(f"voc:{tmp_path}", (20, 20)).boxes[0][0, 0] == 1
+    (tmp_path / "classes.txt").write_text("cat\n")
+    with pytest.raises(InputError, match="'dog' is not in"):
+        load_images(f"voc:{tmp_path}", (20, 20))
+    (tmp_path / "classes.txt").unlink()
     (tmp_path / "Annotations" / "a.xml").write_text("<annotation>")
     with pytest.raises(InputError, match="a.xml"):
         load_images(f"voc:{tmp_path}", (20, 20))

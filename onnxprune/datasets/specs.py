@@ -163,8 +163,9 @@ VOC_CLASSES = (
 
 def _voc(path: str, size, limit) -> ImageSet:
     """VOC folder: JPEGImages/ and, when present, Annotations/<stem>.xml (objects marked difficult
-    are left out, as VOC's own evaluation ignores them). Classes: VOC's 20 when every name is one
-    of them, else the sorted names found."""
+    are left out, as VOC's own evaluation ignores them). Classes: the lines of `classes.txt` in DIR
+    when present (so that every split numbers them alike), else VOC's 20 when every name is one of
+    them, else the sorted names found."""
     import xml.etree.ElementTree as ET
 
     folder = _folder(path, "voc")
@@ -190,7 +191,14 @@ def _voc(path: str, size, limit) -> ImageSet:
             raise InputError(f"--data voc:{path}: cannot read {xml} ({err})") from err
         objects.append(found)
     names = {name for found in objects for name, _ in found}
-    classes = list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
+    listed = folder / "classes.txt"
+    if listed.is_file():
+        classes = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        unknown = sorted(names - set(classes))
+        if unknown:
+            raise InputError(f"--data voc:{path}: {unknown[0]!r} is not in {listed}")
+    else:
+        classes = list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
     boxes = [_box_array([(classes.index(n), b) for n, b in found]) for found in objects]
     images = _stack([_decode(f, size, str(f)) for f in files], size)
     return ImageSet(images, np.full(len(files), -1, np.int64), classes, boxes=boxes)
