@@ -12,7 +12,7 @@ import sys
 PRESET_NAMES = ("cifar", "imagenet", "ulfd", "yunet")  # onnxprune.datasets.PRESETS, without importing torch
 
 # The --metric names of onnxprune.evaluate.choice (not imported here: it loads torch).
-_METRICS = ("auto", "accuracy", "map", "fidelity", "detection")
+_METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data", required=True, metavar="SPEC", help="validation data (see finetune --help)")
     sweep.add_argument("--metric", choices=_METRICS, default="auto",
                        help="auto (default): map with boxes, accuracy with labels, else fidelity; map (mAP@0.5 "
-                            "against labelled boxes), accuracy, fidelity of the outputs, or detection: agreement "
+                            "against labelled boxes), coco-map (mAP over IoU 0.5:0.95), accuracy, fidelity of the outputs, or detection: agreement "
                             "of the detections with the model itself (no labels)")  # fmt: skip
     sweep.add_argument("--decoder", default="auto",
                        help="map/detection: auto (the priors an onnxprune.zoo SSD records, else decoded outputs), "

@@ -14,7 +14,7 @@ from PIL import Image
 
 from onnxprune.datasets import load_images
 from onnxprune.datasets.shapes import SHAPE_CLASSES, render_shapes
-from onnxprune.evaluate.detection import _map50
+from onnxprune.evaluate.detection import _mean_ap
 from onnxprune.model_io import InputError
 from onnxprune.train.multibox import MultiboxLoss, encode_boxes
 from onnxprune.zoo import tiny_ssd
@@ -123,5 +123,10 @@ def test_map_is_one_for_the_truth_and_zero_for_wrong_places():
     truth = [{"boxes": torch.tensor([[0.1, 0.1, 0.4, 0.4]]), "labels": torch.tensor([2])}]
     same = [{"boxes": truth[0]["boxes"], "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}]
     moved = [{"boxes": truth[0]["boxes"] + 0.5, "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}]
-    assert _map50(same, truth) == pytest.approx(1.0)
-    assert _map50(moved, truth) == 0.0
+    # IoU 0.78 with the truth: a hit at IoU 0.5..0.75, a miss at 0.8..0.95 (6 of 10 COCO thresholds)
+    near = [{"boxes": torch.tensor([[0.1, 0.1, 0.4, 0.1 + 0.3 * 0.78]]), "scores": torch.tensor([0.9]),
+             "labels": torch.tensor([2])}]  # fmt: skip
+    assert _mean_ap(same, truth) == pytest.approx(1.0) == _mean_ap(same, truth, coco=True)
+    assert _mean_ap(moved, truth) == 0.0
+    assert _mean_ap(near, truth) == pytest.approx(1.0)
+    assert _mean_ap(near, truth, coco=True) == pytest.approx(0.6)

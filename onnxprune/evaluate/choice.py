@@ -12,7 +12,7 @@ from onnxprune.model_io import InputError
 
 __all__ = ["METRICS", "choose_evaluator"]
 
-METRICS = ("auto", "accuracy", "map", "fidelity", "detection")
+METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
 
 
 def choose_evaluator(
@@ -25,15 +25,16 @@ def choose_evaluator(
     score_threshold: float | None = None,
 ) -> Evaluator:
     """`auto`: mAP@0.5 when the data has boxes, accuracy with class labels, else fidelity to
-    `model`; `map`, `accuracy`, `fidelity`, or `detection` (agreement with `model`'s detections).
+    `model`; `map`, `coco-map` (IoU 0.5:0.95), `accuracy`, `fidelity`, or `detection` (agreement
+    with `model`'s detections).
     Detections are kept from score 0.05 for mAP and 0.5 for agreement unless told."""
     if metric not in METRICS:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
-    if metric == "map" or (metric == "auto" and data.boxes is not None):
+    if metric in ("map", "coco-map") or (metric == "auto" and data.boxes is not None):
         if data.boxes is None:
-            raise InputError(f"--metric map needs labelled boxes; {data.source} has none (use --metric detection)")
+            raise InputError(f"--metric {metric} needs labelled boxes; {data.source} has none (use --metric detection)")
         cut = 0.05 if score_threshold is None else score_threshold
-        return DetectionMAP(data, preprocess, _decoder(decoder, size, cut, model))
+        return DetectionMAP(data, preprocess, _decoder(decoder, size, cut, model), coco=metric == "coco-map")
     if metric == "detection":
         cut = 0.5 if score_threshold is None else score_threshold
         return DetectionAgreement(model, data, preprocess, _decoder(decoder, size, cut, model))

@@ -94,15 +94,19 @@ class SSDPriorsDecoder(BoxesDecoder):
         return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
 
 
-def _map50(found: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> float:
-    """mAP@0.5 (torchmetrics, pycocotools backend), counting up to 1000 detections per image
-    (crowd photos hold hundreds of faces). 1.0 when there is nothing to find and nothing found."""
+def _mean_ap(found: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], coco: bool = False) -> float:
+    """mAP@0.5, or with `coco` the COCO mAP averaged over IoU 0.5:0.95 (torchmetrics, pycocotools
+    backend), counting up to 1000 detections per image for mAP@0.5 (crowd photos hold hundreds of
+    faces) and 100 for the COCO mAP.
+    1.0 when there is nothing to find and nothing found."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    metric = MeanAveragePrecision(iou_thresholds=[0.5], max_detection_thresholds=[1, 10, 1000], backend="pycocotools")
+    # pycocotools' summary reads the averaged mAP at 100 detections per image (COCO's rule).
+    ious, most = (None, 100) if coco else ([0.5], 1000)
+    metric = MeanAveragePrecision(iou_thresholds=ious, max_detection_thresholds=[1, 10, most], backend="pycocotools")
     metric.warn_on_many_detections = False
     metric.update(found, targets)
-    value = float(metric.compute()["map_50"])
+    value = float(metric.compute()["map" if coco else "map_50"])
     if value < 0 and all(len(t["boxes"]) == 0 for t in targets):
         return 1.0 if all(len(f["boxes"]) == 0 for f in found) else 0.0
     return max(value, 0.0)
@@ -122,17 +126,18 @@ class DetectionAgreement:
 
     def __call__(self, model: ModelLike) -> float:
         found = self.decoder(run_model(model, self.inputs))
-        return _map50(found, [{"boxes": r["boxes"], "labels": r["labels"]} for r in self.reference])
+        return _mean_ap(found, [{"boxes": r["boxes"], "labels": r["labels"]} for r in self.reference])
 
 
 class DetectionMAP:
-    """mAP@0.5 of a model's detections against the labelled boxes of `data` (boxes normalised, as
-    the decoders give them)."""
+    """mAP@0.5 (or with `coco` the COCO mAP over IoU 0.5:0.95) of a model's detections against the
+    labelled boxes of `data` (boxes normalised, as the decoders give them)."""
 
-    name = "mAP@0.5"
     higher_is_better = True
 
-    def __init__(self, data: ImageSet, preprocess: Preprocess, decoder: BoxesDecoder) -> None:
+    def __init__(self, data: ImageSet, preprocess: Preprocess, decoder: BoxesDecoder, coco: bool = False) -> None:
+        self.coco = coco
+        self.name = "mAP@[.5:.95]" if coco else "mAP@0.5"
         if data.boxes is None:
             raise ValueError(f"{data.source}: mAP needs labelled boxes (voc with Annotations/, coco, shapes)")
         self.inputs = preprocess(torch.from_numpy(data.images)).numpy()
@@ -143,7 +148,7 @@ class DetectionMAP:
         ]
 
     def __call__(self, model: ModelLike) -> float:
-        return _map50(self.decoder(run_model(model, self.inputs)), self.targets)
+        return _mean_ap(self.decoder(run_model(model, self.inputs)), self.targets, self.coco)
 
 
 def make_decoder(
