@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -68,7 +69,16 @@ def run(out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: bool =
     say = (lambda text: print(f"[demo] {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
     size = (TINY_SSD.size, TINY_SSD.size)
     train_spec, val_spec = f"shapes:train:{config.train_images}", f"shapes:val:{config.val_images}"
-    dense = out / "tiny_ssd.onnx"
+    dense, pruned = out / "tiny_ssd.onnx", out / "tiny_ssd_pruned.onnx"
+    recorded = out / "demo_config.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != asdict(config):
+        say(f"{out} holds a demo run with other settings; starting over")
+        for old in (dense, *out.glob("tiny_ssd.onnx.*"), *out.glob("tiny_ssd_pruned.onnx*")):
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+    recorded.write_text(json.dumps(asdict(config), indent=1) + "\n")
     if dense.exists():
         say(f"reusing the trained dense model {dense}")
         fit_seconds = None
@@ -86,7 +96,7 @@ def run(out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: bool =
         phases=PAPER_PHASES, sparsify_epochs=config.sparsify_epochs, finetune_epochs=config.finetune_epochs,
         l1=config.l1, tolerance=config.tolerance, round_to=config.round_to, metric="map", train=train,
     )  # fmt: skip
-    report = compress(dense, out / "tiny_ssd_pruned.onnx", train_spec, val=val_spec, config=compress_config,
+    report = compress(dense, pruned, train_spec, val=val_spec, config=compress_config,
                       progress=progress)  # fmt: skip
     report |= {"dense_training_seconds": fit_seconds, "seconds": time.perf_counter() - start,
                "demo_config": asdict(config)}  # fmt: skip

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import onnx
+import pytest
 
 from onnxprune import cli
 from onnxprune.zoo.ssd import read_ssd_metadata
@@ -35,3 +36,24 @@ def test_bad_argument_exits_2_with_one_line(tmp_path):
     )  # fmt: skip
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and "missing.onnx" in run.stderr
+
+
+def test_demo_starts_over_when_its_folder_holds_another_configuration(tmp_path, monkeypatch):
+    from onnxprune import demo
+
+    (tmp_path / "demo_config.json").write_text(json.dumps({"train_images": 1}))
+    (tmp_path / "tiny_ssd.onnx").write_text("a model trained with other settings")
+    (tmp_path / "tiny_ssd_pruned.onnx.stages").mkdir()
+    seen = {}
+    monkeypatch.setattr("onnxprune.zoo.fit.fit_ssd", lambda *a, **k: seen.setdefault("trained", True))
+    monkeypatch.setattr("onnxprune.zoo.export_ssd", lambda model, path: seen.setdefault("exported", path))
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stop before compress")
+
+    monkeypatch.setattr("onnxprune.compress.compress", stop)
+    with pytest.raises(RuntimeError, match="stop before compress"):
+        demo.run(tmp_path, demo.QUICK, progress=False)
+    assert seen == {"trained": True, "exported": tmp_path / "tiny_ssd.onnx"}, "the old dense model was not reused"
+    assert not (tmp_path / "tiny_ssd_pruned.onnx.stages").exists()
+    assert json.loads((tmp_path / "demo_config.json").read_text())["train_images"] == demo.QUICK.train_images
