@@ -53,6 +53,7 @@ class SweepResult:
     chosen: Candidate | None = None
     next_above: Candidate | None = None
     stopped: str = ""
+    judged: str = "thresholded"  # or "pruned": what each candidate's metric was measured on
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -133,7 +134,8 @@ def sweep(
     if not weights:
         raise InputError("no layer to threshold: every group is pinned or --layers matches nothing")
     baseline = evaluator(proto)
-    result = SweepResult(evaluator.name, evaluator.higher_is_better, baseline, tolerance)
+    result = SweepResult(evaluator.name, evaluator.higher_is_better, baseline, tolerance,
+                         judged="thresholded" if prune is None else "pruned")  # fmt: skip
     sign = 1.0 if evaluator.higher_is_better else -1.0
     cache: dict[float, Candidate] = {}
     pruning = replace(prune, layers=tuple(layers)) if prune is not None else None
@@ -210,7 +212,7 @@ def plot(result: SweepResult, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     xs = [100 * c.sparsity for c in result.candidates]
     ax.plot(xs, [c.metric for c in result.candidates], "o-", color="tab:blue", label=result.metric_name)
-    ax.axhline(result.baseline, color="gray", lw=1, label="unthresholded")
+    ax.axhline(result.baseline, color="gray", lw=1, label="the model as it is")
     band = result.baseline - result.tolerance if result.higher_is_better else result.baseline + result.tolerance
     ax.axhline(band, color="gray", lw=1, ls="--", label=f"tolerance {result.tolerance:g}")
     if result.chosen is not None:
@@ -218,7 +220,7 @@ def plot(result: SweepResult, path: str | os.PathLike) -> Path:
                 label=f"chosen: t = {result.chosen.threshold:.3g}")  # fmt: skip
     ax.set_xlabel("weights zero in the pruned layers (%)")
     ax.set_ylabel(result.metric_name)
-    ax.set_title("Global threshold search")
+    ax.set_title(f"Global threshold search ({result.judged} model at each threshold)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
