@@ -13,11 +13,7 @@ from onnxprune import cli
 
 def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, capsys):
     model = _sparse_ssd()
-    src = tmp_path / "ssd.onnx"
-    onnx.save(model, src)
-    images = tmp_path / "images"
-    h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
-    T.random_images(images, 8, h, w)
+    src, images, _ = T.saved_with_images(model, tmp_path, 8)
     out = tmp_path / "small.onnx"
     args = ["compress", str(src), "-o", str(out), "--data", f"images:{images}", "--sparsify-epochs", "1",
             "--finetune-epochs", "1", "--l1", "0.01", "--tolerance", "0.05", "--batch-size", "1", "--freeze-bn",

@@ -24,14 +24,7 @@ def _sparse_ssd(seed: int = 0, scale: float = 0.05) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sweep")
-    model = _sparse_ssd()
-    path = folder / "model.onnx"
-    onnx.save(model, path)
-    images = folder / "images"
-    h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
-    T.random_images(images, 16, h, w)
-    return path, images, (w, h)
+    return T.saved_with_images(_sparse_ssd(), tmp_path_factory.mktemp("sweep"), 16)
 
 
 def test_the_chosen_threshold_is_within_tolerance_and_the_next_is_not(setup, tmp_path, capsys):

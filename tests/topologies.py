@@ -796,3 +796,17 @@ def random_images(folder, count: int, height: int, width: int, seed: int = 0) ->
     for i in range(count):
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
+
+
+def saved_with_images(model: onnx.ModelProto, folder, count: int) -> tuple:
+    """`model` saved as `folder/model.onnx` and `count` random images of its input size in
+    `folder/images`: (model path, images folder, (W, H))."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
+    random_images(folder / "images", count, h, w)
+    return path, folder / "images", (w, h)
