@@ -87,7 +87,7 @@ def compress(
     report["metric_before"] = evaluator(original)
     say(f"{evaluator.name} of the original: {report['metric_before']:.4f}")
 
-    current = Path(model)
+    current, metric = Path(model), report["metric_before"]  # the model entering the next stage
     if config.sparsify_epochs > 0:
         target = stages / "0_sparsified.onnx"
         if not target.exists():
@@ -96,8 +96,8 @@ def compress(
             globs = tuple(g for phase in config.phases for g in phase) if all(config.phases) else config.train.layers
             cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs)
             train(current, target, data, teacher=teacher, config=cfg, progress=progress)
-        current = target
-        report["stages"].append({"stage": "sparsify", "model": str(target), "metric": evaluator(target)})
+        current, metric = target, evaluator(target)
+        report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
 
     for k, layers in enumerate(config.phases, start=1):
         pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
@@ -107,7 +107,7 @@ def compress(
         else:
             criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
             result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress,
-                           prune=criteria if config.sweep_pruned else None)  # fmt: skip
+                           prune=criteria if config.sweep_pruned else None, baseline=metric)  # fmt: skip
             searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
             plot(result, stages / f"{k}_sweep.png")
         if result.chosen is None:
@@ -123,15 +123,17 @@ def compress(
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
             train(pruned, tuned, data, teacher=teacher, config=cfg, progress=progress)
+        # A sweep that judged pruned models has measured this one already.
+        metric_pruned = result.chosen.metric if result.judged == "pruned" else evaluator(pruned)
+        current, metric = tuned, evaluator(tuned)
         report["stages"].append({
             "stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
-            "sparsity": result.chosen.sparsity, "metric_pruned": evaluator(pruned), "metric_tuned": evaluator(tuned),
+            "sparsity": result.chosen.sparsity, "metric_pruned": metric_pruned, "metric_tuned": metric,
             "sweep": result.to_json(), "plot": str(stages / f"{k}_sweep.png"),
         })  # fmt: skip
-        current = tuned
 
     shutil.copyfile(current, out)
-    report["metric_after"] = evaluator(out)
+    report["metric_after"] = metric
     figures = bench([model, out], provider="cpu", runs=30, warmup=3)
     before, after = figures["models"]
     report |= {

@@ -117,6 +117,7 @@ def sweep(
     refine: int = 4,
     workers: int = 1,
     prune: Criteria | None = None,
+    baseline: float | None = None,
     progress: bool = False,
 ) -> SweepResult:
     """Search the largest global threshold within `tolerance` of the model's metric. With one
@@ -124,7 +125,8 @@ def sweep(
     workers (processes): the whole grid at once, then `refine` rounds that each split the
     remaining interval into N + 1 parts, which narrows it N + 1 times per round instead of 2.
     `prune`: evaluate the model Algorithm 1 prunes at each candidate (its layers and threshold are
-    ignored: `layers` and the candidate's threshold apply)."""
+    ignored: `layers` and the candidate's threshold apply). `baseline`: the model's metric when the
+    caller has measured it already."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
     if workers < 1:
@@ -133,7 +135,8 @@ def sweep(
     weights = _layer_weights(proto, layers)
     if not weights:
         raise InputError("no layer to threshold: every group is pinned or --layers matches nothing")
-    baseline = evaluator(proto)
+    if baseline is None:
+        baseline = evaluator(proto)
     result = SweepResult(evaluator.name, evaluator.higher_is_better, baseline, tolerance,
                          judged="thresholded" if prune is None else "pruned")  # fmt: skip
     sign = 1.0 if evaluator.higher_is_better else -1.0
