@@ -51,23 +51,27 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+// Scratch memory from the stream-ordered pool: no device-wide synchronisation per call, as
+// cudaMalloc/cudaFree would cost (about 100 us for each of a model's layers).
 template <class T>
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (n_ > 0) check(cudaMalloc(&ptr_, n_ * sizeof(T)), "cudaMalloc");
+  DeviceBuffer(size_t n, cudaStream_t stream) : stream_(stream) {
+    if (n > 0) check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), n * sizeof(T), stream_), "cudaMallocAsync");
   }
-  ~DeviceBuffer() { cudaFree(ptr_); }
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
+  }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   T* get() const { return ptr_; }
 
  private:
   T* ptr_ = nullptr;
-  size_t n_;
+  cudaStream_t stream_;
 };
-
-cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 // Number of keys[0..m) that are < key (keys sorted).
 template <class Key>
@@ -81,13 +85,18 @@ __device__ __forceinline__ int below(const Key* keys, int m, Key key) {
   return lo;
 }
 
-// One block per row: zeros[u * rows + r] = elements of row r whose key <= keys[u], u < m.
+// One block per row: frac[u * rows + r] = fraction of row r's elements whose key <= keys[u], u < m.
+// The block counts its row into a shared histogram, then scans it: thread i owns a run of bins.
 template <class T, class Key>
-__global__ void sweep_rows(const T* w, int64_t rows, int64_t cols, const Key* keys, int m,
-                           unsigned long long* zeros) {
+__global__ void sweep_rows(const T* w, int64_t rows, int64_t cols, const Key* keys, int m, double* frac) {
   __shared__ Key skeys[kChunk];
   __shared__ unsigned int hist[kChunk + 1];
+  __shared__ unsigned long long warp_total[kThreads / 32];
   for (int i = threadIdx.x; i < m; i += blockDim.x) skeys[i] = keys[i];
+  const int per = (m + blockDim.x - 1) / blockDim.x;
+  const int lo = min(m, static_cast<int>(threadIdx.x) * per), hi = min(m, lo + per);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const double denom = static_cast<double>(cols);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     for (int i = threadIdx.x; i <= m; i += blockDim.x) hist[i] = 0;
     __syncthreads();
@@ -95,12 +104,20 @@ __global__ void sweep_rows(const T* w, int64_t rows, int64_t cols, const Key* ke
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
       atomicAdd(&hist[below(skeys, m, abs_key(row[i]))], 1u);
     __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned long long sum = 0;
-      for (int u = 0; u < m; ++u) {
-        sum += hist[u];
-        zeros[u * rows + r] = sum;
-      }
+    unsigned long long own = 0;
+    for (int u = lo; u < hi; ++u) own += hist[u];
+    unsigned long long inclusive = own;  // inclusive scan of `own` within the warp
+    for (int d = 1; d < 32; d <<= 1) {
+      const unsigned long long v = __shfl_up_sync(0xffffffffu, inclusive, d);
+      if (lane >= d) inclusive += v;
+    }
+    if (lane == 31) warp_total[warp] = inclusive;
+    __syncthreads();
+    unsigned long long run = inclusive - own;
+    for (int v = 0; v < warp; ++v) run += warp_total[v];
+    for (int u = lo; u < hi; ++u) {
+      run += hist[u];
+      frac[u * rows + r] = static_cast<double>(run) / denom;
     }
     __syncthreads();
   }
@@ -170,25 +187,25 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
   unique_threshold_keys<Key>(t, k, unique, index);
   if (rows == 0 || k == 0) return;
   const int64_t m = static_cast<int64_t>(unique.size());
-  DeviceBuffer<Key> keys(static_cast<size_t>(m));
+  DeviceBuffer<Key> keys(static_cast<size_t>(m), stream);
   check(cudaMemcpyAsync(keys.get(), unique.data(), m * sizeof(Key), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync");
-  std::vector<unsigned long long> zeros(static_cast<size_t>(m * rows));
-  DeviceBuffer<unsigned long long> dzeros(static_cast<size_t>(std::min<int64_t>(m, kChunk) * rows));
+  DeviceBuffer<double> frac(static_cast<size_t>(m * rows), stream);
   const int grid = static_cast<int>(std::min<int64_t>(rows, 65535));
   for (int64_t a = 0; a < m; a += kChunk) {
     const int c = static_cast<int>(std::min<int64_t>(kChunk, m - a));
-    sweep_rows<<<grid, kThreads, 0, stream>>>(w, rows, cols, keys.get() + a, c, dzeros.get());
+    sweep_rows<<<grid, kThreads, 0, stream>>>(w, rows, cols, keys.get() + a, c, frac.get() + a * rows);
     check(cudaGetLastError(), "sweep_rows launch");
-    check(cudaMemcpyAsync(zeros.data() + a * rows, dzeros.get(), c * rows * sizeof(unsigned long long),
-                          cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync");
-    check(cudaStreamSynchronize(stream), "sweep_rows");
   }
-  const double denom = static_cast<double>(cols);
-  for (int64_t i = 0; i < k; ++i)
-    for (int64_t r = 0; r < rows; ++r)
-      out[i * rows + r] = static_cast<double>(zeros[index[i] * rows + r]) / denom;
+  // Distinct thresholds (the usual case) give the result's layout: one copy into `out`.
+  std::vector<double> unique_frac(m == k ? 0 : static_cast<size_t>(m * rows));
+  double* host = m == k ? out : unique_frac.data();
+  check(cudaMemcpyAsync(host, frac.get(), m * rows * sizeof(double), cudaMemcpyDeviceToHost, stream),
+        "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream), "sweep_rows");
+  if (m != k)
+    for (int64_t i = 0; i < k; ++i)
+      std::copy_n(unique_frac.data() + index[i] * rows, rows, out + i * rows);
 }
 
 template <class T>
@@ -200,10 +217,10 @@ void add_counts_typed(const T* w, int64_t n, const double* t, int64_t k, int64_t
   unique_threshold_keys<Key>(t, k, unique, index);
   if (n == 0 || k == 0) return;
   const int64_t m = static_cast<int64_t>(unique.size());
-  DeviceBuffer<Key> keys(static_cast<size_t>(m));
+  DeviceBuffer<Key> keys(static_cast<size_t>(m), stream);
   check(cudaMemcpyAsync(keys.get(), unique.data(), m * sizeof(Key), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync");
-  DeviceBuffer<unsigned long long> dhist(kChunk + 1);
+  DeviceBuffer<unsigned long long> dhist(kChunk + 1, stream);
   std::vector<unsigned long long> hist(kChunk + 1);
   std::vector<int64_t> zeros(static_cast<size_t>(m));
   for (int64_t a = 0; a < m; a += kChunk) {
@@ -260,7 +277,7 @@ void input_channel_zero_fractions(WeightSpan w, int64_t out_channels, int64_t in
   if (w.size > 0) {
     DeviceGuard guard(w.data);
     const cudaStream_t s = as_stream(stream);
-    DeviceBuffer<unsigned long long> dzeros(static_cast<size_t>(in_channels));
+    DeviceBuffer<unsigned long long> dzeros(static_cast<size_t>(in_channels), s);
     check(cudaMemsetAsync(dzeros.get(), 0, in_channels * sizeof(unsigned long long), s), "cudaMemset");
     if (w.dtype == DType::F32)
       input_channel_counts<<<grid_for(w.size), kThreads, 0, s>>>(
@@ -311,7 +328,7 @@ int64_t kth_smallest_abs_key(const std::vector<WeightSpan>& spans, int64_t rank,
     if (span.size > 0 && device_of(span.data) != device_of(first->data))
       throw InputError("all CUDA arrays must be on the same device");
   const cudaStream_t s = as_stream(stream);
-  DeviceBuffer<unsigned long long> dhist(size_t{1} << kDigitBits);
+  DeviceBuffer<unsigned long long> dhist(size_t{1} << kDigitBits, s);
   std::vector<unsigned long long> hist(size_t{1} << kDigitBits);
   unsigned long long prefix = 0;
   int fixed = 1;  // the sign bit of a key is always 0
