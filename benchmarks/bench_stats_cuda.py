@@ -2,12 +2,14 @@
 
 Needs a CUDA GPU, torch with CUDA and onnxprune built with CUDA (see gpu_check.sh). For the
 VGG16-SSD300 conv weights (26.3M) on the GPU, checks every function against the CPU path and times,
-side by side, the native CUDA sweep (results copied to the host), torch.bucketize + bincount on
-the GPU, the native CPU sweep of host copies, and one streaming read on the GPU (torch amax).
+side by side, the native CUDA sweep (results copied to the host, into new arrays and into `out=`
+arrays), torch.bucketize + bincount on the GPU, the native CPU sweep of host copies (`out=`), and one
+streaming read on the GPU (torch amax).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -49,12 +51,15 @@ def main() -> None:
         for w, g in zip(host, gpu, strict=True):
             np.testing.assert_array_equal(stats.zero_fraction_sweep(g, t), stats.zero_fraction_sweep(w, t))
         np.testing.assert_array_equal(stats.sparsity_curve(gpu, t), stats.sparsity_curve(host, t))
-        cuda_ms = timed(lambda: [stats.zero_fraction_sweep(g, t) for g in gpu])
-        torch_ms = timed(lambda: torch_bucketize(gpu, t), rounds=3)
-        cpu_ms = timed(lambda: [stats.zero_fraction_sweep(w, t) for w in host])
+        outs = [np.empty((k, w.shape[0])) for w in host]
+        cuda_ms = timed(lambda t=t: [stats.zero_fraction_sweep(g, t) for g in gpu])
+        cuda_out_ms = timed(lambda t=t, outs=outs: [stats.zero_fraction_sweep(g, t, out=o) for g, o in zip(gpu, outs, strict=True)])
+        torch_ms = timed(lambda t=t: torch_bucketize(gpu, t), rounds=3)
+        cpu_ms = timed(lambda t=t, outs=outs: [stats.zero_fraction_sweep(w, t, out=o) for w, o in zip(host, outs, strict=True)])
         read_ms = timed(lambda: [g.amax() for g in gpu])
-        print(f"K={k:<4d} cuda sweep {cuda_ms:8.2f} ms | torch bucketize {torch_ms:8.2f} ms "
-              f"(x{torch_ms / cuda_ms:.1f}) | cpu sweep {cpu_ms:8.2f} ms | gpu amax {read_ms:6.2f} ms")
+        print(f"K={k:<4d} cuda sweep {cuda_ms:7.2f} ms, out= {cuda_out_ms:7.2f} ms | torch bucketize "
+              f"{torch_ms:7.2f} ms (x{torch_ms / cuda_out_ms:.1f}) | cpu sweep out= {cpu_ms:7.2f} ms "
+              f"({os.cpu_count()} cores) | gpu amax {read_ms:5.2f} ms")
     for s in (0.1, 0.5, 0.9):
         assert stats.threshold_for_sparsity(gpu, s) == stats.threshold_for_sparsity(host, s)
     print("parity: sweep, curve and threshold_for_sparsity equal on GPU and CPU")
