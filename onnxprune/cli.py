@@ -13,6 +13,10 @@ PRESET_NAMES = ("cifar", "imagenet", "ulfd", "yunet")  # onnxprune.datasets.PRES
 
 # The --metric names of onnxprune.evaluate.choice (not imported here: it loads torch).
 _METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
+# onnxprune.train.l1.GROUPS, likewise.
+L1_GROUPS = ("weights", "filters", "channels")
+_L1_GROUPS_HELP = ("weights: the paper's L1 (default); filters: group lasso on each filter's norm; channels: for "
+                   "convs followed by BatchNorm, group lasso on its (scale, shift) pair, zeroing the filter with it")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB", help="convs the L1 penalty covers")
         p.add_argument("--l1-in-loss", action="store_true",
                        help="add lambda*|W| to the loss (plain subgradient) instead of the proximal step")  # fmt: skip
-        p.add_argument("--l1-groups", choices=("weights", "filters"), default="weights",
-                       help="weights: the paper's L1 (default); filters: group lasso on each filter's norm")  # fmt: skip
+        p.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)
         p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
         p.add_argument("--limit", type=int, help="use only the first N images")
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
@@ -108,8 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--sparsify-epochs", type=int, default=0, help="L1 training before the first phase (default 0)")
     comp.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning after each phase (default 1)")
     comp.add_argument("--l1", type=float, default=1e-4, metavar="LAMBDA")
-    comp.add_argument("--l1-groups", choices=("weights", "filters"), default="weights",
-                      help="weights: the paper's L1 (default); filters: group lasso on each filter's norm")  # fmt: skip
+    comp.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)
     comp.add_argument("--judge", choices=("pruned", "thresholded"), default="pruned",
                       help="what each sweep evaluates at a threshold: the pruned model (default) or the thresholded one")  # fmt: skip
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")

@@ -103,4 +103,63 @@ def test_filter_groups_shrink_whole_filters_and_match_their_penalty():
     torch.testing.assert_close(got[2], torch.tensor([0.0, 0.0, 0.6, 0.8]) * 0.8)
     assert l1.sparsity(0.0).zero_filters == 1
     with pytest.raises(InputError, match="--l1-groups"):
-        L1Sparsity(net, 0.5, groups="channels")
+        L1Sparsity(net, 0.5, groups="rows")
+
+
+def _bn_net() -> nn.Sequential:
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 2, 1),
+    )  # fmt: skip
+    with torch.no_grad():  # channel pairs (scale, shift) with norms 5, 0.1, 1, 0.05
+        net[1].weight.copy_(torch.tensor([3.0, 0.06, 0.6, 0.0]))
+        net[1].bias.copy_(torch.tensor([4.0, 0.08, -0.8, 0.05]))
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    return net
+
+
+def test_channel_groups_pair_each_conv_with_its_batchnorm_and_kill_whole_channels():
+    net = _bn_net()
+    l1 = L1Sparsity(net, 0.5, groups="channels")
+    assert {n: norm for n, (norm, _) in l1.norms.items()} == {"0": net[1]}  # "3" and "5" have no BatchNorm
+    conv3 = net[3].weight.detach().flatten(1).norm(dim=1)
+    conv5 = net[5].weight.detach().flatten(1).norm(dim=1)
+    expected = 0.5 * (2**0.5 * (5 + 0.1 + 1 + 0.05) + 36**0.5 * float(conv3.sum()) + 5**0.5 * float(conv5.sum()))
+    assert float(l1().detach()) == pytest.approx(expected, rel=1e-6)
+    x = torch.randn(2, 3, 6, 6)
+    l1.prox(0.2)  # each pair's norm shrinks by 0.2 * 0.5 * sqrt(2) = 0.1414 and stops at 0
+    torch.testing.assert_close(net[1].weight.detach(), torch.tensor([3.0 * (1 - 0.1414214 / 5), 0, 0.6 * (1 - 0.1414214), 0]))
+    torch.testing.assert_close(net[1].bias.detach(), torch.tensor([4.0 * (1 - 0.1414214 / 5), 0, -0.8 * (1 - 0.1414214), 0]))
+    dead = [1, 3]
+    w, b = net[0].weight.detach(), net[0].bias.detach()
+    assert float(w[dead].abs().sum()) == 0.0 and float(b[dead].abs().sum()) == 0.0
+    assert float(w[[0, 2]].abs().sum()) > 0
+    net.eval()
+    with torch.no_grad():
+        assert float(net[:3](x)[:, dead].abs().max()) == 0.0  # dead channels output exactly zero
+    assert l1.sparsity(0.0).layers["0"] == 0.5  # the two dead filters, nothing else
+
+
+def test_channel_groups_fall_back_to_filters_without_batchnorm_or_a_graph():
+    class Opaque(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if float(x.sum()) > 0 else x
+
+    assert L1Sparsity(Opaque(), 0.1, groups="channels").norms == {}
+    net = nn.Sequential(nn.Conv2d(1, 3, 2, bias=False))
+    assert float(L1Sparsity(net, 0.5, groups="channels")().detach()) == pytest.approx(
+        float(L1Sparsity(net, 0.5, groups="filters")().detach())
+    )
+
+
+def test_cli_offers_the_same_group_names():
+    from onnxprune import cli
+    from onnxprune.train import l1
+
+    assert cli.L1_GROUPS == l1.GROUPS

@@ -42,7 +42,7 @@ class TrainConfig:
     lr: float = 0.01
     l1: float = 0.0
     layers: tuple[str, ...] = ("*",)
-    l1_groups: str = "weights"  # "filters": group lasso on whole filters (see train.l1)
+    l1_groups: str = "weights"  # "filters" / "channels": group lasso on filters / BatchNorm channels (train.l1)
     threshold: float = 1e-3  # for the sparsity reported each epoch
     clip: float = 1.0  # gradient norm clipping
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
