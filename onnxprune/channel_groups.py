@@ -135,6 +135,7 @@ class ChannelAnalysis:
         self._names: set[str] | None = None
         self.opset_imports = list(model.opset_import)
         self._tensors: dict[str, gs.Tensor] | None = None
+        self._nodes: dict[str, gs.Node] | None = None
         self.owns_model = False  # True when loaded here from a file: the surgery may edit it
         self.unnamed: set[str] = set()  # nodes named here (for messages); the output keeps them unnamed
 
@@ -176,6 +177,29 @@ class ChannelAnalysis:
         if self._tensors is None:
             self._tensors = self.graph.tensors()
         return self._tensors[name]
+
+    def node(self, name: str) -> gs.Node | None:
+        """The graph's node called `name`, or None."""
+        if self._nodes is None:
+            self._nodes = {n.name: n for n in self.graph.nodes}
+        return self._nodes.get(name)
+
+    def deployed_scale(self, node_name: str) -> np.ndarray | None:
+        """|scale| / sqrt(var + epsilon) per output channel of the inference BatchNormalization
+        that alone reads Conv `node_name`'s output, or None. Folding it gives the filter as
+        deployed: BatchNorm divides the raw filter's own scale away, so only the folded filter
+        says how much a channel contributes."""
+        node = self.node(node_name)
+        if node is None or node.op != "Conv" or len(node.outputs[0].outputs) != 1:
+            return None
+        bn = node.outputs[0].outputs[0]
+        if bn.op != "BatchNormalization" or int(bn.attrs.get("training_mode", 0)) or node.outputs[0] in self.graph.outputs:
+            return None
+        scale, var = self.constant(bn.inputs[1]), self.constant(bn.inputs[4])
+        if scale is None or var is None or scale.shape != var.shape or scale.ndim != 1:
+            return None
+        epsilon = float(bn.attrs.get("epsilon", 1e-5))
+        return np.abs(scale.astype(np.float64)) / np.sqrt(var.astype(np.float64) + epsilon)
 
     # ----- what the rules write ------------------------------------------------------------
     def set_layout(self, tensor: gs.Tensor, layout: np.ndarray) -> None:

@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)
     comp.add_argument("--judge", choices=("pruned", "thresholded"), default="pruned",
                       help="what each sweep evaluates at a threshold: the pruned model (default) or the thresholded one")  # fmt: skip
+    comp.add_argument("--dense-baseline", action="store_true",
+                      help="also train the original model, without L1, for the pipeline's epochs and report its metric")
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")
     comp.add_argument("--sf", type=float, default=0.9)
     comp.add_argument("--sf-low", type=float, default=0.5)
@@ -277,7 +279,7 @@ def _compress(args: argparse.Namespace) -> int:
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
-        sweep_pruned=args.judge == "pruned",
+        sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline,
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

@@ -55,6 +55,7 @@ class CompressConfig:
     decoder: str = "auto"
     score_threshold: float | None = None  # detections kept: 0.05 for mAP, 0.5 for agreement unless told
     sweep_pruned: bool = True  # sweeps judge the pruned model at each threshold (False: the thresholded one)
+    dense_baseline: bool = False  # also train the original, without L1, for as many epochs as the pipeline
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -134,6 +135,8 @@ def compress(
 
     shutil.copyfile(current, out)
     report["metric_after"] = metric
+    if config.dense_baseline:
+        report |= _dense_baseline(model, stages, data, teacher, config, evaluator, say, progress)
     figures = bench([model, out], provider="cpu", runs=30, warmup=3)
     before, after = figures["models"]
     report |= {
@@ -147,6 +150,17 @@ def compress(
     write_prune_report(out, report, f"Compression of {model}")
     say(f"wrote {out} and {out.name}.report.{{json,md,png}}")
     return report
+
+
+def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressConfig, evaluator, say, progress) -> dict:
+    """The fair reference for the compressed model's metric: the original model trained, with no
+    L1, for the pipeline's total epochs on the same data (training alone can move the metric)."""
+    epochs = config.sparsify_epochs + config.finetune_epochs * len(config.phases)
+    target = stages / "dense_tuned.onnx"
+    if not target.exists():
+        say(f"dense baseline: the original model, {epochs} epochs without L1")
+        train(model, target, data, teacher=teacher, config=replace(config.train, epochs=epochs, l1=0.0), progress=progress)
+    return {"metric_dense_tuned": evaluator(target), "dense_tuned_epochs": epochs, "dense_tuned_model": str(target)}
 
 
 def _channels(before: onnx.ModelProto, after: onnx.ModelProto) -> list[dict]:

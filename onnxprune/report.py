@@ -20,6 +20,10 @@ def _summary_rows(report: dict) -> list[str]:
     if report.get("metric_name") and report.get("metric_before") is not None:
         rows.append(f"| {report['metric_name']} | {report['metric_before']:.4f} | {report['metric_after']:.4f} | "
                     f"{report['metric_after'] - report['metric_before']:+.4f} |")  # fmt: skip
+    if report.get("metric_dense_tuned") is not None:
+        rows.append(f"| {report['metric_name']}, dense model trained {report['dense_tuned_epochs']} epochs alike | "
+                    f"{report['metric_dense_tuned']:.4f} | {report['metric_after']:.4f} | "
+                    f"{report['metric_after'] - report['metric_dense_tuned']:+.4f} |")  # fmt: skip
     rows.append(f"| parameters | {report['params_before']:,} | {report['params_after']:,} | "
                 f"{report['params_before'] / max(report['params_after'], 1):.2f}x smaller |")  # fmt: skip
     rows.append(f"| FLOPs | {report['flops_before']:,} | {report['flops_after']:,} | "

@@ -32,7 +32,7 @@ from onnxprune.channel_groups import ChannelAnalysis, ChannelGroup, ParamSlice
 from onnxprune.model_io import InputError
 from onnxprune.op_rules import conv
 
-__all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "select", "threshold_for_sparsity"]
+__all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "deployed_weight", "select", "threshold_for_sparsity"]
 
 
 
@@ -147,7 +147,7 @@ def threshold_for_sparsity(analysis: ChannelAnalysis, sparsity: float, globs: tu
     for group in analysis.groups:
         for sl in group.producers:
             if sl.node in layers and sl.tensor not in weights:
-                w = _weight(analysis, sl)
+                w = deployed_weight(analysis, sl)
                 if w.ndim >= 2:
                     weights[sl.tensor] = w
     if not weights:
@@ -165,7 +165,7 @@ class _Weights:
 
     def get(self, sl: ParamSlice) -> np.ndarray:
         if sl.tensor not in self._cache:
-            self._cache[sl.tensor] = _weight(self.analysis, sl)
+            self._cache[sl.tensor] = deployed_weight(self.analysis, sl)
         return self._cache[sl.tensor]
 
     def zero_counts(self, sl: ParamSlice, threshold: float) -> tuple[np.ndarray, int]:
@@ -198,9 +198,15 @@ def _axis_zero_counts(w: np.ndarray, axis: int, threshold: float) -> tuple[np.nd
     return np.rint(np.nan_to_num(fractions) * per), per
 
 
-def _weight(analysis: ChannelAnalysis, sl: ParamSlice) -> np.ndarray:
+def deployed_weight(analysis: ChannelAnalysis, sl: ParamSlice) -> np.ndarray:
+    """The weights the statistics read: float32 or float64, and for a Conv followed by BatchNorm
+    the filters as deployed (BatchNorm's scale folded in; exact zeros stay zeros)."""
     w = np.asarray(analysis.constant(analysis.tensor(sl.tensor)))
-    return np.ascontiguousarray(w, dtype=np.float32) if w.dtype != np.float64 else np.ascontiguousarray(w)
+    dtype = np.float64 if w.dtype == np.float64 else np.float32
+    scale = analysis.deployed_scale(sl.node) if w.ndim >= 2 else None
+    if scale is not None and len(scale) == w.shape[0]:
+        w = w * scale.astype(dtype).reshape(-1, *[1] * (w.ndim - 1))
+    return np.ascontiguousarray(w, dtype=dtype)
 
 
 def _class_fractions(

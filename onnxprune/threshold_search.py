@@ -26,7 +26,7 @@ from onnxprune.channel_groups import analyze_channels
 from onnxprune.commands import prune as prune_model
 from onnxprune.evaluate import Evaluator
 from onnxprune.model_io import InputError, load_model
-from onnxprune.selection import Criteria, default_layers
+from onnxprune.selection import Criteria, default_layers, deployed_weight
 
 __all__ = ["Candidate", "SweepResult", "plot", "sweep", "thresholded"]
 
@@ -68,20 +68,29 @@ class SweepResult:
 
 
 def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The producing weights of the chosen layers as the statistics see them (BatchNorm folded)."""
     analysis = analyze_channels(model, check=False)
     chosen = default_layers(analysis, layers)
-    names = {sl.tensor for g in analysis.groups for sl in g.producers if sl.node in chosen}
-    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name in names and len(t.dims) >= 2}
+    initializers = {t.name for t in model.graph.initializer}
+    weights = {}
+    for group in analysis.groups:
+        for sl in group.producers:
+            if sl.node in chosen and sl.tensor in initializers and sl.tensor not in weights:
+                w = deployed_weight(analysis, sl)
+                if w.ndim >= 2:
+                    weights[sl.tensor] = w
+    return weights
 
 
 def thresholded(model: onnx.ModelProto, weights: dict[str, np.ndarray], threshold: float) -> onnx.ModelProto:
-    """A copy of `model` whose `weights` have every |w| <= threshold set to 0."""
+    """A copy of `model` whose weights named in `weights` are 0 wherever |weights| <= threshold
+    (`weights` as `_layer_weights` gives them; the other values stay the model's own)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for t in out.graph.initializer:
         if t.name in weights:
-            w = weights[t.name]
-            t.CopyFrom(onnx.numpy_helper.from_array(np.where(np.abs(w) <= threshold, 0, w).astype(w.dtype), t.name))
+            w = onnx.numpy_helper.to_array(t)
+            t.CopyFrom(onnx.numpy_helper.from_array(np.where(np.abs(weights[t.name]) <= threshold, 0, w).astype(w.dtype), t.name))
     return out
 
 

@@ -35,7 +35,11 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     onnx.checker.check_model(onnx.load(out), full_check=True)
     assert {n.name for n in onnx.load(out).graph.node} <= {n.name for n in model.graph.node}
     first = out.read_bytes()
-    # A second run finds every stage done and gives the same model.
-    assert cli.main(args) == 0
-    capsys.readouterr()
+    # A second run finds every stage done and gives the same model; asked for the dense baseline,
+    # it trains the original for the pipeline's 2 epochs and reports it beside the result.
+    assert cli.main([*args, "--dense-baseline"]) == 0
+    again = json.loads(capsys.readouterr().out)
     assert out.read_bytes() == first
+    assert again["dense_tuned_epochs"] == 2 and (folder / "dense_tuned.onnx").is_file()
+    assert 0 < again["metric_dense_tuned"] <= 1 and again["metric_after"] == report["metric_after"]
+    assert "dense model trained 2 epochs alike" in (tmp_path / "small.onnx.report.md").read_text()
