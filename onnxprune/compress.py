@@ -156,7 +156,7 @@ def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressCon
     """The fair reference for the compressed model's metric: the original model trained, with no
     L1, for the pipeline's total epochs on the same data (training alone can move the metric)."""
     epochs = config.sparsify_epochs + config.finetune_epochs * len(config.phases)
-    target = stages / "dense_tuned.onnx"
+    target = stages / f"dense_tuned_{epochs}ep.onnx"  # another epoch count is another baseline
     if not target.exists():
         say(f"dense baseline: the original model, {epochs} epochs without L1")
         train(model, target, data, teacher=teacher, config=replace(config.train, epochs=epochs, l1=0.0), progress=progress)

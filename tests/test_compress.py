@@ -40,6 +40,6 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     assert cli.main([*args, "--dense-baseline"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert out.read_bytes() == first
-    assert again["dense_tuned_epochs"] == 2 and (folder / "dense_tuned.onnx").is_file()
+    assert again["dense_tuned_epochs"] == 2 and (folder / "dense_tuned_2ep.onnx").is_file()
     assert 0 < again["metric_dense_tuned"] <= 1 and again["metric_after"] == report["metric_after"]
     assert "dense model trained 2 epochs alike" in (tmp_path / "small.onnx.report.md").read_text()

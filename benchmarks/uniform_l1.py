@@ -1,0 +1,47 @@
+"""Uniform L1-norm filter pruning (Li et al., ICLR 2017) as an onnxprune PrunePlan: every prunable
+channel group loses the same fraction of its channels, those whose filters have the smallest L1
+norms (summed over the group's producing convs, so a residual chain is judged as a whole). The
+peer baseline of the benchmarks, and a way to make pruned models of any size for timing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnxprune.channel_groups import ChannelAnalysis
+from onnxprune.selection import PrunePlan, deployed_weight
+
+
+def uniform_l1_plan(analysis: ChannelAnalysis, fraction: float, round_to: int = 1) -> PrunePlan:
+    """Keep, in every prunable group, the ceil((1 - fraction) * size) channels (rounded up to a
+    multiple of `round_to`) whose producing filters have the largest L1 norms (as deployed:
+    BatchNorm folded). Groups made by other layers than convs, split across several tensors, or
+    with fixed channels stay whole."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1); got {fraction}")
+    keep = {}
+    for group in analysis.groups:
+        if group.pinned or group.has_fixed.any() or len(group.tensor_classes) > 1:
+            continue
+        score = np.zeros(group.size)
+        producers = 0
+        if any(analysis.node(n) is None or analysis.node(n).op != "Conv" for n in group.producer_nodes):
+            continue  # filters of convs only, as the method defines them (fully connected layers stay)
+        for sl in group.producers:
+            w = deployed_weight(analysis, sl)
+            if w.ndim < 2 or sl.axis != 0:
+                continue
+            norms = np.abs(w).reshape(len(w), -1).sum(axis=1)
+            rows = sl.index_map.positions
+            valid = rows >= 0
+            score += np.where(valid, norms[np.where(valid, rows, 0)], 0).sum(axis=1)
+            producers += 1
+        if not producers:
+            continue
+        kept = min(group.size, math.ceil(math.ceil((1 - fraction) * group.size) / round_to) * round_to)
+        mask = np.zeros(group.size, dtype=bool)
+        mask[np.argsort(-score, kind="stable")[:kept]] = True
+        keep[group.name] = mask
+    return PrunePlan(0.0, {"method": "uniform-l1", "fraction": fraction, "round_to": round_to}, keep)
