@@ -43,6 +43,7 @@ sanitize: $(DEPS_STAMP)
 bench: install
 	$(PY) -P benchmarks/bench_stats.py
 	$(PY) -P benchmarks/bench_prune.py
+	$(PY) -P benchmarks/bench_latency_flops.py
 	$(VENV)/bin/pytest -m slow
 
 clean:

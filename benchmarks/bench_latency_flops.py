@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import onnx
@@ -26,7 +27,9 @@ from onnxprune import prune
 from onnxprune.bench import bench
 from onnxprune.channel_groups import analyze_channels
 from onnxprune.zoo import export_onnx, export_ssd, tiny_ssd, vgg16_cifar
-from uniform_l1 import uniform_l1_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -P: the benchmarks' own helpers
+from uniform_l1 import uniform_l1_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
