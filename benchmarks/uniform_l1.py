@@ -16,8 +16,8 @@ from onnxprune.selection import PrunePlan, deployed_weight
 
 def uniform_l1_plan(analysis: ChannelAnalysis, fraction: float, round_to: int = 1) -> PrunePlan:
     """Keep, in every prunable group, the ceil((1 - fraction) * size) channels (rounded up to a
-    multiple of `round_to`) whose producing filters have the largest L1 norms (as deployed:
-    BatchNorm folded). Groups made by other layers than convs, split across several tensors, or
+    multiple of `round_to`) whose producing filters have the largest L1 norms (of the raw
+    weights, as Li et al. rank them). Groups made by other layers than convs, split across several tensors, or
     with fixed channels stay whole."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1); got {fraction}")

@@ -15,6 +15,8 @@ PRESET_NAMES = ("cifar", "imagenet", "ulfd", "yunet")  # onnxprune.datasets.PRES
 _METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
 # onnxprune.train.l1.GROUPS, likewise.
 L1_GROUPS = ("weights", "filters", "channels")
+_FOLD_BN_HELP = ("judge a conv followed by BatchNorm by its filters as deployed (BatchNorm's scale folded in) "
+                 "instead of its raw weights")
 _L1_GROUPS_HELP = ("weights: the paper's L1 (default); filters: group lasso on each filter's norm; channels: for "
                    "convs followed by BatchNorm, group lasso on its (scale, shift) pair, zeroing the filter with it")
 
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--layers", nargs="+", default=(), metavar="GLOB",
                        help="the pruned set L: globs over node or output names (default: every conv)")  # fmt: skip
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    prune.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
     prune.add_argument("--plan-out", help="also write the selection as a JSON plan")
 
     finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
@@ -95,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sf-low", type=float, default=0.5)
     sweep.add_argument("--sg", type=float, default=0.9)
     sweep.add_argument("--round-to", type=int, default=1, metavar="N")
+    sweep.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
     _add_preprocess_options(sweep)
 
     comp = sub.add_parser("compress", help="the whole pipeline: sparsify, sweep, prune, fine-tune, bench, report")
@@ -121,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--sf-low", type=float, default=0.5)
     comp.add_argument("--sg", type=float, default=0.9)
     comp.add_argument("--round-to", type=int, default=1, metavar="N")
+    comp.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
+                      help=_FOLD_BN_HELP + " (default: with --l1-groups channels)")
     comp.add_argument("--batch-size", type=int, default=32)
     comp.add_argument("--lr", type=float, default=0.01)
     comp.add_argument("--limit", type=int, help="use N training images spread over the set")
@@ -167,7 +173,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     report = commands.prune(
         args.model, args.output, threshold=args.threshold, sparsity=args.sparsity, sf=args.sf, sf_low=args.sf_low,
-        sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, plan=args.plan, plan_out=args.plan_out,
+        sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, plan=args.plan, plan_out=args.plan_out,
         progress=not args.quiet and not args.json,
     )  # fmt: skip
     report.pop("model")
@@ -249,7 +255,7 @@ def _sweep(args: argparse.Namespace) -> int:
     evaluator = choose_evaluator(args.metric, model, data, preprocess, size, args.decoder, args.score_threshold)
     criteria = Criteria(sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to)
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
-                   workers=args.workers, prune=criteria if args.judge == "pruned" else None,
+                   workers=args.workers, prune=criteria if args.judge == "pruned" else None, fold_bn=args.fold_bn,
                    progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}
     if args.plot:
@@ -279,7 +285,7 @@ def _compress(args: argparse.Namespace) -> int:
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
-        sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline,
+        sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

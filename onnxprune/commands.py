@@ -77,6 +77,7 @@ def prune(
     sg: float = 0.9,
     layers: tuple[str, ...] = (),
     round_to: int = 1,
+    fold_bn: bool = False,
     plan: str | os.PathLike | PrunePlan | None = None,
     plan_out: str | os.PathLike | None = None,
     progress: bool = False,
@@ -98,8 +99,9 @@ def prune(
     else:
         t = threshold if threshold is not None else 0.0
         if sparsity is not None:
-            t = threshold_for_sparsity(analysis, sparsity, tuple(layers))
-        criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to)
+            t = threshold_for_sparsity(analysis, sparsity, tuple(layers), fold_bn)
+        criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to,
+                            fold_bn=fold_bn)  # fmt: skip
         say(f"selecting filters at threshold {t:.6g}")
         chosen, _ = select(analysis, criteria)
     if plan_out is not None:

@@ -56,6 +56,7 @@ class CompressConfig:
     score_threshold: float | None = None  # detections kept: 0.05 for mAP, 0.5 for agreement unless told
     sweep_pruned: bool = True  # sweeps judge the pruned model at each threshold (False: the thresholded one)
     dense_baseline: bool = False  # also train the original, without L1, for as many epochs as the pipeline
+    fold_bn: bool | None = None  # judge BatchNorm-ed convs as deployed; None: when L1 trains BatchNorm's scales
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -89,6 +90,7 @@ def compress(
     say(f"{evaluator.name} of the original: {report['metric_before']:.4f}")
 
     current, metric = Path(model), report["metric_before"]  # the model entering the next stage
+    fold_bn = config.train.l1_groups == "channels" if config.fold_bn is None else config.fold_bn
     if config.sparsify_epochs > 0:
         target = stages / "0_sparsified.onnx"
         if not target.exists():
@@ -108,7 +110,7 @@ def compress(
         else:
             criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
             result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress,
-                           prune=criteria if config.sweep_pruned else None, baseline=metric)  # fmt: skip
+                           prune=criteria if config.sweep_pruned else None, baseline=metric, fold_bn=fold_bn)  # fmt: skip
             searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
             plot(result, stages / f"{k}_sweep.png")
         if result.chosen is None:
@@ -119,7 +121,7 @@ def compress(
         if not pruned.exists():
             say(f"phase {k}: prune at threshold {threshold:.4g} ({100 * result.chosen.sparsity:.1f}% sparsity)")
             prune(current, pruned, threshold=threshold, sf=config.sf, sf_low=config.sf_low, sg=config.sg,
-                  layers=layers, round_to=config.round_to)  # fmt: skip
+                  layers=layers, round_to=config.round_to, fold_bn=fold_bn)  # fmt: skip
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)

@@ -47,6 +47,7 @@ class Criteria:
     sg: float = 0.9
     layers: tuple[str, ...] = ()
     round_to: int = 1
+    fold_bn: bool = False  # judge a conv followed by BatchNorm by its deployed filters (see deployed_weight)
 
     def __post_init__(self) -> None:
         for name in ("sf", "sf_low", "sg"):
@@ -138,7 +139,9 @@ def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str
     return chosen
 
 
-def threshold_for_sparsity(analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = ()) -> float:
+def threshold_for_sparsity(
+    analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = (), fold_bn: bool = False
+) -> float:
     """The threshold at which a fraction `sparsity` of the weights of the layers in L is zero."""
     if not 0.0 <= sparsity <= 1.0:
         raise InputError(f"--sparsity must be in [0, 1]; got {sparsity}")
@@ -147,7 +150,7 @@ def threshold_for_sparsity(analysis: ChannelAnalysis, sparsity: float, globs: tu
     for group in analysis.groups:
         for sl in group.producers:
             if sl.node in layers and sl.tensor not in weights:
-                w = deployed_weight(analysis, sl)
+                w = deployed_weight(analysis, sl, fold_bn)
                 if w.ndim >= 2:
                     weights[sl.tensor] = w
     if not weights:
@@ -158,14 +161,15 @@ def threshold_for_sparsity(analysis: ChannelAnalysis, sparsity: float, globs: tu
 class _Weights:
     """Float32 views of the weights and, per (tensor, axis), the positions removed so far."""
 
-    def __init__(self, analysis: ChannelAnalysis) -> None:
+    def __init__(self, analysis: ChannelAnalysis, fold_bn: bool = False) -> None:
         self.analysis = analysis
+        self.fold_bn = fold_bn
         self.removed: dict[tuple[str, int], np.ndarray] = {}
         self._cache: dict[str, np.ndarray] = {}
 
     def get(self, sl: ParamSlice) -> np.ndarray:
         if sl.tensor not in self._cache:
-            self._cache[sl.tensor] = deployed_weight(self.analysis, sl)
+            self._cache[sl.tensor] = deployed_weight(self.analysis, sl, self.fold_bn)
         return self._cache[sl.tensor]
 
     def zero_counts(self, sl: ParamSlice, threshold: float) -> tuple[np.ndarray, int]:
@@ -198,12 +202,15 @@ def _axis_zero_counts(w: np.ndarray, axis: int, threshold: float) -> tuple[np.nd
     return np.rint(np.nan_to_num(fractions) * per), per
 
 
-def deployed_weight(analysis: ChannelAnalysis, sl: ParamSlice) -> np.ndarray:
-    """The weights the statistics read: float32 or float64, and for a Conv followed by BatchNorm
-    the filters as deployed (BatchNorm's scale folded in; exact zeros stay zeros)."""
+def deployed_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = False) -> np.ndarray:
+    """The weights the statistics read, float32 or float64. With `fold_bn`, a Conv followed by
+    BatchNorm is read as deployed, its BatchNorm's scale folded in (exact zeros stay zeros): the
+    view that matches sparsity trained on BatchNorm's scales (`--l1-groups channels`), where the
+    raw filter's own scale means nothing. The paper's rule, and the default, reads raw weights,
+    which matches L1 trained on them."""
     w = np.asarray(analysis.constant(analysis.tensor(sl.tensor)))
     dtype = np.float64 if w.dtype == np.float64 else np.float32
-    scale = analysis.deployed_scale(sl.node) if w.ndim >= 2 else None
+    scale = analysis.deployed_scale(sl.node) if fold_bn and w.ndim >= 2 else None
     if scale is not None and len(scale) == w.shape[0]:
         w = w * scale.astype(dtype).reshape(-1, *[1] * (w.ndim - 1))
     return np.ascontiguousarray(w, dtype=dtype)
@@ -285,7 +292,7 @@ def select(
     """Run Algorithm 1 over the groups in graph order; returns the plan and each group's stats
     (of every group when `every_group`, else of those that can change)."""
     layers = default_layers(analysis, criteria.layers)
-    weights = _Weights(analysis)
+    weights = _Weights(analysis, criteria.fold_bn)
     plan = PrunePlan(criteria.threshold, asdict(criteria) | {"layers": list(criteria.layers)})
     report = []
     for group in analysis.groups:

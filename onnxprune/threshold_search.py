@@ -67,8 +67,8 @@ class SweepResult:
                               "chosen": candidate(data["chosen"]), "next_above": candidate(data["next_above"])}))  # fmt: skip
 
 
-def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The producing weights of the chosen layers as the statistics see them (BatchNorm folded)."""
+def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...], fold_bn: bool = False) -> dict[str, np.ndarray]:
+    """The producing weights of the chosen layers as the statistics see them (`fold_bn`: as deployed)."""
     analysis = analyze_channels(model, check=False)
     chosen = default_layers(analysis, layers)
     initializers = {t.name for t in model.graph.initializer}
@@ -76,7 +76,7 @@ def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...]) -> dict[str,
     for group in analysis.groups:
         for sl in group.producers:
             if sl.node in chosen and sl.tensor in initializers and sl.tensor not in weights:
-                w = deployed_weight(analysis, sl)
+                w = deployed_weight(analysis, sl, fold_bn)
                 if w.ndim >= 2:
                     weights[sl.tensor] = w
     return weights
@@ -100,7 +100,7 @@ def _evaluate(model: onnx.ModelProto, weights: dict[str, np.ndarray], evaluator:
     if prune is None:
         return evaluator(thresholded(model, weights, threshold)), None
     result = prune_model(model, threshold=threshold, sf=prune.sf, sf_low=prune.sf_low, sg=prune.sg,
-                         layers=prune.layers, round_to=prune.round_to)  # fmt: skip
+                         layers=prune.layers, round_to=prune.round_to, fold_bn=prune.fold_bn)  # fmt: skip
     return evaluator(result["model"]), result["params_after"]
 
 
@@ -127,6 +127,7 @@ def sweep(
     workers: int = 1,
     prune: Criteria | None = None,
     baseline: float | None = None,
+    fold_bn: bool = False,
     progress: bool = False,
 ) -> SweepResult:
     """Search the largest global threshold within `tolerance` of the model's metric. With one
@@ -135,13 +136,14 @@ def sweep(
     remaining interval into N + 1 parts, which narrows it N + 1 times per round instead of 2.
     `prune`: evaluate the model Algorithm 1 prunes at each candidate (its layers and threshold are
     ignored: `layers` and the candidate's threshold apply). `baseline`: the model's metric when the
-    caller has measured it already."""
+    caller has measured it already. `fold_bn`: thresholds apply to the filters as deployed
+    (BatchNorm's scale folded in; `selection.deployed_weight`), for candidates of both kinds."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
     if workers < 1:
         raise InputError(f"--workers must be >= 1; got {workers}")
     proto = load_model(model)
-    weights = _layer_weights(proto, layers)
+    weights = _layer_weights(proto, layers, fold_bn)
     if not weights:
         raise InputError("no layer to threshold: every group is pinned or --layers matches nothing")
     if baseline is None:
@@ -150,7 +152,7 @@ def sweep(
                          judged="thresholded" if prune is None else "pruned")  # fmt: skip
     sign = 1.0 if evaluator.higher_is_better else -1.0
     cache: dict[float, Candidate] = {}
-    pruning = replace(prune, layers=tuple(layers)) if prune is not None else None
+    pruning = replace(prune, layers=tuple(layers), fold_bn=fold_bn) if prune is not None else None
     pool = None
     if workers > 1:
         import multiprocessing

@@ -4,6 +4,7 @@ statistics, --sparsity, --layers, --round-to, plans written and applied, the ana
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -29,16 +30,6 @@ def _reference_algorithm1(w: np.ndarray, w_next: np.ndarray, t: float, sf: float
     return (s_f >= sf) | ((s_f >= sf_low) & (s_f < sf) & (s_g >= sg))
 
 
-def _fold_bn(model: onnx.ModelProto, conv: str, w: np.ndarray) -> np.ndarray:
-    """w * |scale| / sqrt(var + eps) of the BatchNormalization reading `conv` (NumPy, float64)."""
-    out = next(n.output[0] for n in model.graph.node if n.name == conv)
-    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization" and n.input[0] == out)
-    inits = {i.name: onnx.numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
-    eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-    scale = np.abs(inits[bn.input[1]]) / np.sqrt(inits[bn.input[4]] + np.float64(np.float32(eps)))
-    return (w * scale.astype(np.float32).reshape(-1, 1, 1, 1)).astype(np.float32)
-
-
 @pytest.mark.parametrize("t", [0.0, 0.02, 0.05, 0.2])
 @pytest.mark.parametrize(("sf", "sf_low", "sg"), [(0.9, 0.5, 0.9), (0.7, 0.3, 0.5), (1.0, 0.0, 0.8)])
 def test_first_layer_selection_matches_the_paper(t, sf, sf_low, sg):
@@ -49,8 +40,6 @@ def test_first_layer_selection_matches_the_paper(t, sf, sf_low, sg):
     group = next(g for g in analysis.groups if g.name == "/conv1/Conv")
     w = inits[next(sl.tensor for sl in group.producers if inits[sl.tensor].ndim == 4)]
     w_next = inits[next(sl.tensor for sl in group.consumers)]
-    # The paper's rule on the filters as deployed: each conv's BatchNorm scale folded in.
-    w, w_next = _fold_bn(model, "/conv1/Conv", w), _fold_bn(model, "/conv2/Conv", w_next)
     expected = _reference_algorithm1(w, w_next, t, sf, sf_low, sg)
     if expected.all():
         expected[np.argmin(np.abs(w).reshape(len(w), -1).__le__(t).mean(axis=1))] = False  # one channel stays
@@ -58,7 +47,7 @@ def test_first_layer_selection_matches_the_paper(t, sf, sf_low, sg):
 
 
 def test_filters_followed_by_batchnorm_are_judged_as_deployed():
-    """BatchNorm divides a raw filter's scale away: a large filter whose BatchNorm scale is tiny
+    """With fold_bn, BatchNorm's scale is folded in: a large filter whose BatchNorm scale is tiny
     contributes nothing and goes at a small threshold; a tiny filter under a large scale stays."""
     model = T.vgg_chain("separate").model
     inits = {i.name: i for i in model.graph.initializer}
@@ -69,11 +58,19 @@ def test_filters_followed_by_batchnorm_are_judged_as_deployed():
     w[1], scale[1], var[1] = 1e-4, 1e4, 1.0  # filter 1: tiny weights, deployed as about 1.0
     for name, value in ((conv.input[1], w), (bn.input[1], scale), (bn.input[4], var)):
         inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
-    plan, _ = select(analyze_channels(model), Criteria(threshold=1e-3, sf=0.95, sf_low=0.95, sg=1))
+    criteria = Criteria(threshold=1e-3, sf=0.95, sf_low=0.95, sg=1)
+    plan, _ = select(analyze_channels(model), replace(criteria, fold_bn=True))
     removed = np.nonzero(~plan.keep["/conv2/Conv"])[0]
     assert 0 in removed and 1 not in removed
-    weights = _layer_weights(model, ("/conv2/Conv",))
+    weights = _layer_weights(model, ("/conv2/Conv",), fold_bn=True)
     np.testing.assert_allclose(weights[conv.input[1]][1], np.full_like(w[1], 1e-4 * 1e4 / np.sqrt(1.0 + 1e-5)), rtol=1e-5)
+    # The paper's rule reads the raw weights: the other way round.
+    plan, _ = select(analyze_channels(model), criteria)
+    removed = np.nonzero(~plan.keep["/conv2/Conv"])[0]
+    assert 1 in removed and 0 not in removed
+    assert prune(model, threshold=1e-3, sf=0.95, sf_low=0.95, sg=1, fold_bn=True)["params_after"] < (
+        prune(model, threshold=0.0)["params_before"]
+    )
 
 
 def test_statistics_of_a_layer_are_taken_after_the_previous_removal():
@@ -102,8 +99,7 @@ def test_sparsity_picks_the_threshold_with_that_share_of_zero_weights():
     model = _vgg_with_sparse_weights()
     analysis = analyze_channels(model)
     t = threshold_for_sparsity(analysis, 0.6)
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    weights = [_fold_bn(model, n.name, inits[n.input[1]]) for n in model.graph.node if n.op_type == "Conv"]
+    weights = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if len(i.dims) == 4]
     zero = sum(int((np.abs(w.astype(np.float64)) <= t).sum()) for w in weights)
     total = sum(w.size for w in weights)
     assert zero / total >= 0.6 > (zero - 1) / total - 1e-12
