@@ -91,6 +91,7 @@ def compress(
 
     current, metric = Path(model), report["metric_before"]  # the model entering the next stage
     fold_bn = config.train.l1_groups == "channels" if config.fold_bn is None else config.fold_bn
+    epochs = 0  # the pipeline's training epochs, for the dense baseline
     if config.sparsify_epochs > 0:
         target = stages / "0_sparsified.onnx"
         if not target.exists():
@@ -100,6 +101,7 @@ def compress(
             cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs)
             train(current, target, data, teacher=teacher, config=cfg, progress=progress)
         current, metric = target, evaluator(target)
+        epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
 
     for k, layers in enumerate(config.phases, start=1):
@@ -129,6 +131,7 @@ def compress(
         # A sweep that judged pruned models has measured this one already.
         metric_pruned = result.chosen.metric if result.judged == "pruned" else evaluator(pruned)
         current, metric = tuned, evaluator(tuned)
+        epochs += config.finetune_epochs
         report["stages"].append({
             "stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
             "sparsity": result.chosen.sparsity, "metric_pruned": metric_pruned, "metric_tuned": metric,
@@ -138,7 +141,7 @@ def compress(
     shutil.copyfile(current, out)
     report["metric_after"] = metric
     if config.dense_baseline:
-        report |= _dense_baseline(model, stages, data, teacher, config, evaluator, say, progress)
+        report |= _dense_baseline(model, stages, data, teacher, config, epochs, evaluator, say, progress)
     figures = bench([model, out], provider="cpu", runs=30, warmup=3)
     before, after = figures["models"]
     report |= {
@@ -154,10 +157,12 @@ def compress(
     return report
 
 
-def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressConfig, evaluator, say, progress) -> dict:
+def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressConfig, epochs: int, evaluator, say,
+                    progress) -> dict:  # fmt: skip
     """The fair reference for the compressed model's metric: the original model trained, with no
-    L1, for the pipeline's total epochs on the same data (training alone can move the metric)."""
-    epochs = config.sparsify_epochs + config.finetune_epochs * len(config.phases)
+    L1, for as many epochs as the pipeline trained (`epochs`) on the same data (training alone can
+    move the metric)."""
+    epochs = max(epochs, 1)  # nothing trained: one epoch still shows what training alone does
     target = stages / f"dense_tuned_{epochs}ep.onnx"  # another epoch count is another baseline
     if not target.exists():
         say(f"dense baseline: the original model, {epochs} epochs without L1")
