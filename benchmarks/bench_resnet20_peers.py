@@ -1,0 +1,184 @@
+"""ResNet-20 on CIFAR-10: onnxprune against Torch-Pruning and uniform L1-norm pruning (Li et al.
+2017) at the same FLOPs and the same training budget (issue 7).
+
+Every method prunes the output channels of the nine blocks' first convs (the others are tied by
+the residual chain's channel-padding shortcut), then every model gets the same fine-tuning
+(`finetune` below: SGD + Nesterov, cosine, flips and crops, on the same images) and the same
+evaluation (torch, all 10,000 test images, FLOPs by Torch-Pruning's counter):
+
+- dense: the original trained for the same epochs without pruning (the fair reference);
+- uniform L1 (Li et al.): each layer keeps the filters of largest L1 norm; `epochs` fine-tuning;
+- Torch-Pruning magnitude: `MetaPruner` + `MagnitudeImportance(p=1)`, global ranking;
+- Torch-Pruning BN scale: `BNScalePruner` with its sparse training (`regularize` each step) for
+  `sparse_epochs`, then pruning and fine-tuning for the rest;
+- onnxprune: `sparsify --l1-groups channels` for `sparse_epochs` (ONNX in, ONNX out), Algorithm 1
+  with `--fold-bn` at the threshold that gives the level's FLOPs, then fine-tuning for the rest.
+
+Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
+`PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
+
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 30 minutes on 2 cores
+
+Results: benchmarks/results/bench_resnet20_peers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx2torch
+import torch
+from torch import nn
+
+from onnxprune import prune
+from onnxprune.datasets import PRESETS, load_images
+from onnxprune.train.augment import augment
+from onnxprune.train.loop import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
+MODEL = ASSETS / "models" / "akamaster_cifar10_resnet20_bn.onnx"
+INNER = "*/conv1/*"  # the blocks' first convs, as onnx2torch names them
+MODELOPT = "NVIDIA ModelOpt (published): 268k -> 174k parameters, 81.2M -> 59.2M FLOPs, 90.9% -> 90.3%"
+
+
+def inner_convs(model: nn.Module) -> list[nn.Module]:
+    return [m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and "/conv1/" in n and "layer" in n]
+
+
+def finetune(model: nn.Module, data, epochs: int, lr: float, batch: int, seed: int = 0, step_hook=None) -> nn.Module:
+    """The one fine-tuning every method gets (and the sparse training, with `step_hook`)."""
+    preprocess = PRESETS["cifar"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    steps = epochs * -(-len(data) // batch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    gen = torch.Generator().manual_seed(seed)
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels.astype(np.int64))
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen)
+        for start in range(0, len(data), batch):
+            idx = order[start : start + batch]
+            x, _ = augment(images[idx], gen)
+            loss = nn.functional.cross_entropy(model(preprocess(x)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step_hook is not None:
+                step_hook(model)
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, test) -> float:
+    preprocess, correct = PRESETS["cifar"], 0
+    for start in range(0, len(test), 500):
+        x = preprocess(torch.from_numpy(test.images[start : start + 500]))
+        correct += int((model(x).argmax(1).numpy() == test.labels[start : start + 500]).sum())
+    return correct / len(test)
+
+
+def main() -> None:
+    import torch_pruning as tp
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-images", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs per method after the dense model")
+    parser.add_argument("--sparse-epochs", type=int, default=2, help="of those, sparse training (BN scale, onnxprune)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5], help="channels removed per level")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--onnxprune-l1", type=float, default=0.1)
+    parser.add_argument("--tp-reg", type=float, default=1e-4, help="Torch-Pruning BNScalePruner's reg")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench-resnet20-peers")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.manual_seed(0)
+    args.work.mkdir(parents=True, exist_ok=True)
+    train_spec = f"npz:{ASSETS / 'data' / 'cifar10_train_jpeg.npz'}"
+    data = load_images(train_spec, (32, 32), args.train_images)
+    test = load_images(f"npz:{ASSETS / 'data' / 'cifar10_test_jpeg.npz'}", (32, 32))
+    x = torch.randn(1, 3, 32, 32)
+    original = onnx2torch.convert(str(MODEL)).eval()
+    macs0, params0 = tp.utils.count_ops_and_params(original, x)
+    rows, started = [], time.perf_counter()
+
+    def record(method: str, ratio: float, model: nn.Module) -> None:
+        macs, params = tp.utils.count_ops_and_params(model, x)
+        rows.append({"method": method, "ratio": ratio, "params": int(params), "flops": int(2 * macs),
+                     "flops_reduction": 1 - macs / macs0, "accuracy": accuracy(model, test)})  # fmt: skip
+        print(f"{method:28s} ratio {ratio:.2f}: FLOPs -{100 * rows[-1]['flops_reduction']:.1f}%, "
+              f"{int(params):,} parameters, accuracy {rows[-1]['accuracy']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    record("original", 0.0, original)
+    record("dense, trained alike", 0.0, finetune(copy.deepcopy(original), data, args.epochs, args.lr, args.batch))
+
+    # onnxprune: channel-group sparsity on the ONNX model, once for every level.
+    sparse = args.work / "onnxprune_sparse.onnx"
+    if not sparse.exists():
+        cfg = TrainConfig(epochs=args.sparse_epochs, batch_size=args.batch, lr=args.lr, l1=args.onnxprune_l1,
+                          layers=(INNER,), l1_groups="channels", limit=args.train_images, preprocess=PRESETS["cifar"])  # fmt: skip
+        train(MODEL, sparse, train_spec, config=cfg, progress=False)
+
+    for ratio in args.ratios:
+        # uniform L1 (Li et al.): per layer, the filters of largest L1 norm.
+        model = copy.deepcopy(original)
+        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
+        tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                             ignored_layers=ignored).step()  # fmt: skip
+        record("uniform L1 (Li et al.)", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
+
+        # Torch-Pruning, magnitude with global ranking.
+        model = copy.deepcopy(original)
+        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
+        tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                             ignored_layers=ignored, global_pruning=True).step()  # fmt: skip
+        record("Torch-Pruning magnitude", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
+
+        # Torch-Pruning, BatchNorm scale with its sparse training.
+        model = copy.deepcopy(original)
+        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
+        pruner = tp.pruner.BNScalePruner(model, x, importance=tp.importance.BNScaleImportance(), pruning_ratio=ratio,
+                                         ignored_layers=ignored, reg=args.tp_reg, global_pruning=True)  # fmt: skip
+        finetune(model, data, args.sparse_epochs, args.lr, args.batch, step_hook=pruner.regularize)
+        pruner.step()
+        record("Torch-Pruning BN scale", ratio, finetune(model, data, args.epochs - args.sparse_epochs, args.lr, args.batch))
+
+        # onnxprune: Algorithm 1 (--fold-bn) at the threshold giving uniform L1's FLOPs at this ratio.
+        target = next(r["flops"] for r in reversed(rows) if r["method"] == "uniform L1 (Li et al.)")
+        lo, hi, out = 0.0, 1.0, args.work / f"onnxprune_{ratio}.onnx"
+        for _ in range(30):  # FLOPs fall as the threshold rises: bisect to the target
+            mid = (lo + hi) / 2
+            result = prune(sparse, threshold=mid, layers=(INNER,), fold_bn=True)
+            lo, hi = (mid, hi) if result["flops_after"] > target else (lo, mid)
+        prune(sparse, out, threshold=hi, layers=(INNER,), fold_bn=True)
+        model = onnx2torch.convert(str(out))
+        record("onnxprune (channels, fold-bn)", ratio, finetune(model, data, args.epochs - args.sparse_epochs, args.lr, args.batch))
+
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "settings": vars(args) | {"work": str(args.work),
+              "results": str(args.results)}, "flops_original": int(2 * macs0), "params_original": int(params0),
+              "rows": rows, "modelopt": MODELOPT, "seconds": round(time.perf_counter() - started)}  # fmt: skip
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "bench_resnet20_peers.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"# ResNet-20 / CIFAR-10 peers ({result['machine']}, {result['seconds']} s)", "",
+             "| method | channels removed (inner convs) | FLOPs | FLOPs fewer | parameters | test accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['method']} | {100 * r['ratio']:.0f}% | {r['flops'] / 1e6:.1f}M | {100 * r['flops_reduction']:.1f}% | "
+              f"{r['params']:,} | {100 * r['accuracy']:.2f}% |" for r in rows]  # fmt: skip
+    lines += ["", MODELOPT, "", f"Settings: `{json.dumps(result['settings'])}`"]
+    (args.results / "bench_resnet20_peers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
