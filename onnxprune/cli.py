@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("model", help="the ONNX model")
     analyze.add_argument("--threshold", type=float, default=0.0, help="weights with |w| <= T count as zero (default 0)")
     analyze.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="globs over node or output names")
+    analyze.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
 
     prune = sub.add_parser("prune", help="remove the filters Algorithm 1 selects (or a saved plan's)")
     prune.add_argument("model", help="the ONNX model (never modified)")
@@ -160,7 +161,8 @@ def _parser() -> argparse.ArgumentParser:
 def _analyze(args: argparse.Namespace) -> int:
     from onnxprune import commands
 
-    report = commands.analyze(args.model, args.threshold, layers=tuple(args.layers), progress=args.verbose)
+    report = commands.analyze(args.model, args.threshold, layers=tuple(args.layers), fold_bn=args.fold_bn,
+                              progress=args.verbose)  # fmt: skip
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:

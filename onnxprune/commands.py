@@ -34,14 +34,17 @@ class _Progress:
             print(f"[{time.perf_counter() - self.start:6.1f}s] {stage}", file=sys.stderr, flush=True)
 
 
-def analyze(model: ModelLike, threshold: float = 0.0, *, layers: tuple[str, ...] = (), progress: bool = False) -> dict:
+def analyze(
+    model: ModelLike, threshold: float = 0.0, *, layers: tuple[str, ...] = (), fold_bn: bool = False, progress: bool = False
+) -> dict:
     """Channel groups of `model` with their layers, channel counts, pins and, at `threshold`,
-    the zero fraction of their filters. Returns the JSON object `onnxprune analyze --json` prints."""
+    the zero fraction of their filters (`fold_bn`: as deployed, as `prune --fold-bn` sees them).
+    Returns the JSON object `onnxprune analyze --json` prints."""
     say = _Progress(progress)
     say("loading and analysing")
     proto = load_model(model)
     analysis = analyze_channels(proto, check=False)
-    criteria = Criteria(threshold=threshold, layers=tuple(layers))
+    criteria = Criteria(threshold=threshold, layers=tuple(layers), fold_bn=fold_bn)
     _, group_stats = select(analysis, criteria, every_group=True)
     say("statistics done")
     cost = model_cost(proto)

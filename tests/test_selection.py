@@ -71,6 +71,13 @@ def test_filters_followed_by_batchnorm_are_judged_as_deployed():
     assert prune(model, threshold=1e-3, sf=0.95, sf_low=0.95, sg=1, fold_bn=True)["params_after"] < (
         prune(model, threshold=0.0)["params_before"]
     )
+    # analyze shows the view asked for: with filter 1 back to ordinary weights, only the folded
+    # view sees a zero filter (filter 0).
+    w[1] = 0.5
+    inits[conv.input[1]].CopyFrom(onnx.numpy_helper.from_array(w, conv.input[1]))
+    zero = {fold: next(g for g in analyze(model, 1e-3, fold_bn=fold)["groups"] if g["name"] == "/conv2/Conv")["zero_filters"]
+            for fold in (False, True)}  # fmt: skip
+    assert zero == {False: 0, True: 1}
 
 
 def test_statistics_of_a_layer_are_taken_after_the_previous_removal():
