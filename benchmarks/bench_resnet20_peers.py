@@ -17,7 +17,7 @@ evaluation (torch, all 10,000 test images, FLOPs by Torch-Pruning's counter):
 Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
 `PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
 
-    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 30 minutes on 2 cores
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 22 minutes on 2 cores
 
 Results: benchmarks/results/bench_resnet20_peers.{json,md}.
 """

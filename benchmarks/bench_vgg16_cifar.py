@@ -8,7 +8,7 @@ parameters, 90.5% fewer FLOPs, no accuracy loss), reproduced with onnxprune end 
 
 Schedules: `gpu` (the paper's scale: all 50,000 training images, 60 dense epochs; hours on one
 GPU), `h100` (what fits a few minutes of one H100), `cpu` (5,000 images, a few epochs: about
-40 minutes on 2 cores). Any field can be overridden:
+23 minutes on 2 cores). Any field can be overridden:
 
     .venv/bin/python -P benchmarks/bench_vgg16_cifar.py --schedule cpu
     python benchmarks/bench_vgg16_cifar.py --schedule gpu --device cuda --data-dir DIR
