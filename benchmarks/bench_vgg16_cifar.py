@@ -6,8 +6,8 @@ parameters, 90.5% fewer FLOPs, no accuracy loss), reproduced with onnxprune end 
     the pruned model judged on validation accuracy) -> prune -> fine-tune, and the dense model
     trained for the same epochs without L1 as the fair reference.
 
-Schedules: `gpu` (the paper's scale: all 50,000 training images, 60 dense epochs; hours on one
-GPU), `h100` (what fits a few minutes of one H100), `cpu` (5,000 images, a few epochs: about
+Schedules: `gpu` (the paper's scale: all 50,000 training images, 60 dense epochs; not run yet,
+estimated under an hour on one H100), `h100` (what fits a few minutes of one H100), `cpu` (5,000 images, a few epochs: about
 23 minutes on 2 cores). Any field can be overridden:
 
     .venv/bin/python -P benchmarks/bench_vgg16_cifar.py --schedule cpu
