@@ -50,8 +50,10 @@ INNER = "*/conv1/*"  # the blocks' first convs, as onnx2torch names them
 MODELOPT = "NVIDIA ModelOpt (published): 268k -> 174k parameters, 81.2M -> 59.2M FLOPs, 90.9% -> 90.3%"
 
 
-def inner_convs(model: nn.Module) -> list[nn.Module]:
-    return [m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and "/conv1/" in n and "layer" in n]
+def outer_layers(model: nn.Module) -> list[nn.Module]:
+    """Torch-Pruning's ignored_layers: every conv and linear layer but the blocks' first convs."""
+    return [m for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and not ("/conv1/" in n and "layer" in n)]  # fmt: skip
 
 
 def finetune(model: nn.Module, data, epochs: int, lr: float, batch: int, seed: int = 0, step_hook=None) -> nn.Module:
@@ -133,23 +135,20 @@ def main() -> None:
     for ratio in args.ratios:
         # uniform L1 (Li et al.): per layer, the filters of largest L1 norm.
         model = copy.deepcopy(original)
-        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
         tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-                             ignored_layers=ignored).step()  # fmt: skip
+                             ignored_layers=outer_layers(model)).step()  # fmt: skip
         record("uniform L1 (Li et al.)", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
 
         # Torch-Pruning, magnitude with global ranking.
         model = copy.deepcopy(original)
-        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
         tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-                             ignored_layers=ignored, global_pruning=True).step()  # fmt: skip
+                             ignored_layers=outer_layers(model), global_pruning=True).step()  # fmt: skip
         record("Torch-Pruning magnitude", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
 
         # Torch-Pruning, BatchNorm scale with its sparse training.
         model = copy.deepcopy(original)
-        ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in inner_convs(model)]
         pruner = tp.pruner.BNScalePruner(model, x, importance=tp.importance.BNScaleImportance(), pruning_ratio=ratio,
-                                         ignored_layers=ignored, reg=args.tp_reg, global_pruning=True)  # fmt: skip
+                                         ignored_layers=outer_layers(model), reg=args.tp_reg, global_pruning=True)  # fmt: skip
         finetune(model, data, args.sparse_epochs, args.lr, args.batch, step_hook=pruner.regularize)
         pruner.step()
         record("Torch-Pruning BN scale", ratio, finetune(model, data, args.epochs - args.sparse_epochs, args.lr, args.batch))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from onnxprune.channel_groups import ChannelAnalysis
-from onnxprune.selection import PrunePlan, deployed_weight
+from onnxprune.selection import PrunePlan, stats_weight
 
 
 def uniform_l1_plan(analysis: ChannelAnalysis, fraction: float, round_to: int = 1) -> PrunePlan:
@@ -30,7 +30,7 @@ def uniform_l1_plan(analysis: ChannelAnalysis, fraction: float, round_to: int = 
         if any(analysis.node(n) is None or analysis.node(n).op != "Conv" for n in group.producer_nodes):
             continue  # filters of convs only, as the method defines them (fully connected layers stay)
         for sl in group.producers:
-            w = deployed_weight(analysis, sl)
+            w = stats_weight(analysis, sl)
             if w.ndim < 2 or sl.axis != 0:
                 continue
             norms = np.abs(w).reshape(len(w), -1).sum(axis=1)

@@ -32,7 +32,7 @@ from onnxprune.channel_groups import ChannelAnalysis, ChannelGroup, ParamSlice
 from onnxprune.model_io import InputError
 from onnxprune.op_rules import conv
 
-__all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "deployed_weight", "select", "threshold_for_sparsity"]
+__all__ = ["Criteria", "GroupStats", "PrunePlan", "default_layers", "layer_weights", "select", "stats_weight", "threshold_for_sparsity"]
 
 
 
@@ -47,7 +47,7 @@ class Criteria:
     sg: float = 0.9
     layers: tuple[str, ...] = ()
     round_to: int = 1
-    fold_bn: bool = False  # judge a conv followed by BatchNorm by its deployed filters (see deployed_weight)
+    fold_bn: bool = False  # judge a conv followed by BatchNorm by its deployed filters (see stats_weight)
 
     def __post_init__(self) -> None:
         for name in ("sf", "sf_low", "sg"):
@@ -139,20 +139,27 @@ def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str
     return chosen
 
 
+def layer_weights(analysis: ChannelAnalysis, globs: tuple[str, ...] = (), fold_bn: bool = False) -> dict[str, np.ndarray]:
+    """The weights (two or more axes) producing the channels of the layers in L, by tensor name,
+    as the statistics read them (`stats_weight`)."""
+    layers = default_layers(analysis, globs)
+    weights = {}
+    for group in analysis.groups:
+        for sl in group.producers:
+            if sl.node in layers and sl.tensor not in weights:
+                w = stats_weight(analysis, sl, fold_bn)
+                if w.ndim >= 2:
+                    weights[sl.tensor] = w
+    return weights
+
+
 def threshold_for_sparsity(
     analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = (), fold_bn: bool = False
 ) -> float:
     """The threshold at which a fraction `sparsity` of the weights of the layers in L is zero."""
     if not 0.0 <= sparsity <= 1.0:
         raise InputError(f"--sparsity must be in [0, 1]; got {sparsity}")
-    layers = default_layers(analysis, globs)
-    weights = {}
-    for group in analysis.groups:
-        for sl in group.producers:
-            if sl.node in layers and sl.tensor not in weights:
-                w = deployed_weight(analysis, sl, fold_bn)
-                if w.ndim >= 2:
-                    weights[sl.tensor] = w
+    weights = layer_weights(analysis, globs, fold_bn)
     if not weights:
         raise InputError("no layer to prune: every group is pinned or --layers matches nothing prunable")
     return float(stats.threshold_for_sparsity(list(weights.values()), sparsity))
@@ -169,7 +176,7 @@ class _Weights:
 
     def get(self, sl: ParamSlice) -> np.ndarray:
         if sl.tensor not in self._cache:
-            self._cache[sl.tensor] = deployed_weight(self.analysis, sl, self.fold_bn)
+            self._cache[sl.tensor] = stats_weight(self.analysis, sl, self.fold_bn)
         return self._cache[sl.tensor]
 
     def zero_counts(self, sl: ParamSlice, threshold: float) -> tuple[np.ndarray, int]:
@@ -202,7 +209,7 @@ def _axis_zero_counts(w: np.ndarray, axis: int, threshold: float) -> tuple[np.nd
     return np.rint(np.nan_to_num(fractions) * per), per
 
 
-def deployed_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = False) -> np.ndarray:
+def stats_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = False) -> np.ndarray:
     """The weights the statistics read, float32 or float64. With `fold_bn`, a Conv followed by
     BatchNorm is read as deployed, its BatchNorm's scale folded in (exact zeros stay zeros): the
     view that matches sparsity trained on BatchNorm's scales (`--l1-groups channels`), where the

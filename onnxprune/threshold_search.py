@@ -26,7 +26,7 @@ from onnxprune.channel_groups import analyze_channels
 from onnxprune.commands import prune as prune_model
 from onnxprune.evaluate import Evaluator
 from onnxprune.model_io import InputError, load_model
-from onnxprune.selection import Criteria, default_layers, deployed_weight
+from onnxprune.selection import Criteria, layer_weights
 
 __all__ = ["Candidate", "SweepResult", "plot", "sweep", "thresholded"]
 
@@ -69,17 +69,9 @@ class SweepResult:
 
 def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...], fold_bn: bool = False) -> dict[str, np.ndarray]:
     """The producing weights of the chosen layers as the statistics see them (`fold_bn`: as deployed)."""
-    analysis = analyze_channels(model, check=False)
-    chosen = default_layers(analysis, layers)
-    initializers = {t.name for t in model.graph.initializer}
-    weights = {}
-    for group in analysis.groups:
-        for sl in group.producers:
-            if sl.node in chosen and sl.tensor in initializers and sl.tensor not in weights:
-                w = deployed_weight(analysis, sl, fold_bn)
-                if w.ndim >= 2:
-                    weights[sl.tensor] = w
-    return weights
+    initializers = {t.name for t in model.graph.initializer}  # what `thresholded` can rewrite
+    weights = layer_weights(analyze_channels(model, check=False), layers, fold_bn)
+    return {name: w for name, w in weights.items() if name in initializers}
 
 
 def thresholded(model: onnx.ModelProto, weights: dict[str, np.ndarray], threshold: float) -> onnx.ModelProto:
@@ -137,7 +129,7 @@ def sweep(
     `prune`: evaluate the model Algorithm 1 prunes at each candidate (its layers and threshold are
     ignored: `layers` and the candidate's threshold apply). `baseline`: the model's metric when the
     caller has measured it already. `fold_bn`: thresholds apply to the filters as deployed
-    (BatchNorm's scale folded in; `selection.deployed_weight`), for candidates of both kinds."""
+    (BatchNorm's scale folded in; `selection.stats_weight`), for candidates of both kinds."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
     if workers < 1:

@@ -85,8 +85,9 @@ class L1Sparsity:
             raise InputError(f"--layers {' '.join(layers)} matches no conv layer (the convs are: {names or 'none'})")
 
     def __call__(self) -> torch.Tensor:
-        """lambda * sum |W|, or lambda * sum over filters of sqrt(size) * ||W_f||_2 (a scalar
-        tensor on the weights' device, differentiable)."""
+        """lambda * sum |W|; for groups, lambda * sum over groups of sqrt(group size) * the group's
+        L2 norm (filters, or BatchNorm (scale, shift) pairs). A differentiable scalar tensor on the
+        weights' device."""
         if self.groups != "weights":
             total = sum(
                 _pair_norms(self.norms[n][0]).sum() * 2**0.5 if n in self.norms else _filter_norms(w).sum() * w[0].numel() ** 0.5
