@@ -17,6 +17,8 @@ _METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
 L1_GROUPS = ("weights", "filters", "channels")
 _FOLD_BN_HELP = ("judge a conv followed by BatchNorm by its filters as deployed (BatchNorm's scale folded in) "
                  "instead of its raw weights")
+_ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported models have theirs folded), folded "
+                "back into the conv when written: heavily pruned models recover far better")
 _L1_GROUPS_HELP = ("weights: the paper's L1 (default); filters: group lasso on each filter's norm; channels: for "
                    "convs followed by BatchNorm, group lasso on its (scale, shift) pair, zeroing the filter with it")
 
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
         p.add_argument("--freeze-bn", action="store_true",
                        help="keep BatchNorm running statistics (small or unlabelled data sets)")  # fmt: skip
+        p.add_argument("--add-bn", action="store_true", help=_ADD_BN_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
@@ -133,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--limit", type=int, help="use N training images spread over the set")
     comp.add_argument("--val-limit", type=int, help="use N validation images spread over the set")
     comp.add_argument("--freeze-bn", action="store_true")
+    comp.add_argument("--add-bn", action="store_true", help=_ADD_BN_HELP + " (the fine-tuning stages)")
     comp.add_argument("--no-augment", action="store_true")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--device", default="auto")
@@ -231,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
         device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss, l1_groups=args.l1_groups,
-        freeze_bn=args.freeze_bn,
+        freeze_bn=args.freeze_bn, add_bn=args.add_bn,
     )  # fmt: skip
     result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
                    resume=args.resume, progress=not args.quiet and not args.json)  # fmt: skip
@@ -282,7 +286,7 @@ def _compress(args: argparse.Namespace) -> int:
 
     train = TrainConfig(batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, seed=args.seed,
                         limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn,
-                        l1_groups=args.l1_groups)  # fmt: skip
+                        l1_groups=args.l1_groups, add_bn=args.add_bn)  # fmt: skip
     phases = tuple(tuple(g for g in phase.split(",") if g) for phase in args.phases)
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,

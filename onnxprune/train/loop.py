@@ -24,6 +24,7 @@ from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
 from onnxprune.model_io import InputError, save_model
 from onnxprune.report import write_train_report
+from onnxprune.train.add_bn import add_batchnorm, fold_batchnorm
 from onnxprune.train.augment import augment, box_targets
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
@@ -47,6 +48,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient norm clipping
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
     freeze_bn: bool = False  # keep BatchNorm statistics (small or unlabelled data sets)
+    add_bn: bool = False  # fine-tune with a BatchNorm after each conv that has none (train.add_bn), folded back
     augment: bool = True
     seed: int = 0
     limit: int | None = None  # use the first N images of the data spec
@@ -60,6 +62,9 @@ class TrainConfig:
             raise InputError(f"--lr must be > 0; got {self.lr}")
         if not self.l1 >= 0:
             raise InputError(f"--l1 must be >= 0; got {self.l1}")
+        if self.add_bn and self.l1 > 0:
+            raise InputError("--add-bn is for fine-tuning, not with --l1: a BatchNorm after a conv would undo "
+                             "the penalty's shrinking of its filters")  # fmt: skip
 
 
 @dataclass
@@ -178,6 +183,8 @@ def train(
     size = model_input_size(source, config.preprocess)
     images = load_images(data, size, config.limit)
     module = student.module.to(device)
+    if config.add_bn:
+        add_batchnorm(module)
     teacher_module = None
     if teacher is not None:
         teacher_module = to_torch(teacher).module.to(device).eval()
@@ -281,6 +288,7 @@ def train(
                 print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}{acc}{extra}", file=sys.stderr)
             _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history, config)
     module.eval()
+    fold_batchnorm(module)
     result = {"output": str(out_path), "epochs": config.epochs, "history": history, "data": data, "images": len(images)}
     if dist.main:
         trained_onnx = write_back(student, module.cpu())
