@@ -17,6 +17,8 @@ _METRICS = ("auto", "accuracy", "map", "coco-map", "fidelity", "detection")
 L1_GROUPS = ("weights", "filters", "channels")
 _FOLD_BN_HELP = ("judge a conv followed by BatchNorm by its filters as deployed (BatchNorm's scale folded in) "
                  "instead of its raw weights")
+_RELATIVE_HELP = ("the threshold in units of each layer's RMS weight (each layer cut relative to its own scale) "
+                  "instead of one absolute threshold, which empties layers with small weights first")
 _ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported models have theirs folded), folded "
                 "back into the conv when written: heavily pruned models recover far better")
 _L1_GROUPS_HELP = ("weights: the paper's L1 (default); filters: group lasso on each filter's norm; channels: for "
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--threshold", type=float, default=0.0, help="weights with |w| <= T count as zero (default 0)")
     analyze.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="globs over node or output names")
     analyze.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
+    analyze.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
 
     prune = sub.add_parser("prune", help="remove the filters Algorithm 1 selects (or a saved plan's)")
     prune.add_argument("model", help="the ONNX model (never modified)")
@@ -47,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the pruned set L: globs over node or output names (default: every conv)")  # fmt: skip
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
+    prune.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
     prune.add_argument("--plan-out", help="also write the selection as a JSON plan")
 
     finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
@@ -103,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sg", type=float, default=0.9)
     sweep.add_argument("--round-to", type=int, default=1, metavar="N")
     sweep.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
+    sweep.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
     _add_preprocess_options(sweep)
 
     comp = sub.add_parser("compress", help="the whole pipeline: sparsify, sweep, prune, fine-tune, bench, report")
@@ -129,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--sf-low", type=float, default=0.5)
     comp.add_argument("--sg", type=float, default=0.9)
     comp.add_argument("--round-to", type=int, default=1, metavar="N")
+    comp.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
     comp.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                       help=_FOLD_BN_HELP + " (default: with --l1-groups channels)")
     comp.add_argument("--batch-size", type=int, default=32)
@@ -166,7 +172,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from onnxprune import commands
 
     report = commands.analyze(args.model, args.threshold, layers=tuple(args.layers), fold_bn=args.fold_bn,
-                              progress=args.verbose)  # fmt: skip
+                              relative=args.relative, progress=args.verbose)  # fmt: skip
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:
@@ -179,8 +185,8 @@ def _prune(args: argparse.Namespace) -> int:
 
     report = commands.prune(
         args.model, args.output, threshold=args.threshold, sparsity=args.sparsity, sf=args.sf, sf_low=args.sf_low,
-        sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, plan=args.plan, plan_out=args.plan_out,
-        progress=not args.quiet and not args.json,
+        sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, relative=args.relative,
+        plan=args.plan, plan_out=args.plan_out, progress=not args.quiet and not args.json,
     )  # fmt: skip
     report.pop("model")
     if args.json:
@@ -262,7 +268,7 @@ def _sweep(args: argparse.Namespace) -> int:
     criteria = Criteria(sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to)
     result = sweep(model, evaluator, args.tolerance, layers=tuple(args.layers), refine=args.refine,
                    workers=args.workers, prune=criteria if args.judge == "pruned" else None, fold_bn=args.fold_bn,
-                   progress=not args.quiet and not args.json)  # fmt: skip
+                   relative=args.relative, progress=not args.quiet and not args.json)  # fmt: skip
     report = result.to_json() | {"model": args.model, "plot": args.plot}
     if args.plot:
         plot(result, args.plot)
@@ -292,6 +298,7 @@ def _compress(args: argparse.Namespace) -> int:
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
+        relative=args.relative,
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

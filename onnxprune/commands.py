@@ -35,16 +35,23 @@ class _Progress:
 
 
 def analyze(
-    model: ModelLike, threshold: float = 0.0, *, layers: tuple[str, ...] = (), fold_bn: bool = False, progress: bool = False
+    model: ModelLike,
+    threshold: float = 0.0,
+    *,
+    layers: tuple[str, ...] = (),
+    fold_bn: bool = False,
+    relative: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Channel groups of `model` with their layers, channel counts, pins and, at `threshold`,
-    the zero fraction of their filters (`fold_bn`: as deployed, as `prune --fold-bn` sees them).
+    the zero fraction of their filters (`fold_bn`: as deployed, as `prune --fold-bn` sees them;
+    `relative`: the threshold in units of each layer's RMS weight, as `prune --relative`).
     Returns the JSON object `onnxprune analyze --json` prints."""
     say = _Progress(progress)
     say("loading and analysing")
     proto = load_model(model)
     analysis = analyze_channels(proto, check=False)
-    criteria = Criteria(threshold=threshold, layers=tuple(layers), fold_bn=fold_bn)
+    criteria = Criteria(threshold=threshold, layers=tuple(layers), fold_bn=fold_bn, relative=relative)
     _, group_stats = select(analysis, criteria, every_group=True)
     say("statistics done")
     cost = model_cost(proto)
@@ -81,6 +88,7 @@ def prune(
     layers: tuple[str, ...] = (),
     round_to: int = 1,
     fold_bn: bool = False,
+    relative: bool = False,
     plan: str | os.PathLike | PrunePlan | None = None,
     plan_out: str | os.PathLike | None = None,
     progress: bool = False,
@@ -102,9 +110,9 @@ def prune(
     else:
         t = threshold if threshold is not None else 0.0
         if sparsity is not None:
-            t = threshold_for_sparsity(analysis, sparsity, tuple(layers), fold_bn)
+            t = threshold_for_sparsity(analysis, sparsity, tuple(layers), fold_bn, relative)
         criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to,
-                            fold_bn=fold_bn)  # fmt: skip
+                            fold_bn=fold_bn, relative=relative)  # fmt: skip
         say(f"selecting filters at threshold {t:.6g}")
         chosen, _ = select(analysis, criteria)
     if plan_out is not None:

@@ -57,6 +57,7 @@ class CompressConfig:
     sweep_pruned: bool = True  # sweeps judge the pruned model at each threshold (False: the thresholded one)
     dense_baseline: bool = False  # also train the original, without L1, for as many epochs as the pipeline
     fold_bn: bool | None = None  # judge BatchNorm-ed convs as deployed; None: when L1 trains BatchNorm's scales
+    relative: bool = False  # thresholds in units of each layer's RMS weight (selection.stats_weight)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -112,7 +113,8 @@ def compress(
         else:
             criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
             result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress,
-                           prune=criteria if config.sweep_pruned else None, baseline=metric, fold_bn=fold_bn)  # fmt: skip
+                           prune=criteria if config.sweep_pruned else None, baseline=metric, fold_bn=fold_bn,
+                           relative=config.relative)  # fmt: skip
             searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
             plot(result, stages / f"{k}_sweep.png")
         if result.chosen is None:
@@ -123,7 +125,7 @@ def compress(
         if not pruned.exists():
             say(f"phase {k}: prune at threshold {threshold:.4g} ({100 * result.chosen.sparsity:.1f}% sparsity)")
             prune(current, pruned, threshold=threshold, sf=config.sf, sf_low=config.sf_low, sg=config.sg,
-                  layers=layers, round_to=config.round_to, fold_bn=fold_bn)  # fmt: skip
+                  layers=layers, round_to=config.round_to, fold_bn=fold_bn, relative=config.relative)  # fmt: skip
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)

@@ -48,6 +48,7 @@ class Criteria:
     layers: tuple[str, ...] = ()
     round_to: int = 1
     fold_bn: bool = False  # judge a conv followed by BatchNorm by its deployed filters (see stats_weight)
+    relative: bool = False  # the threshold in units of each layer's RMS weight (see stats_weight)
 
     def __post_init__(self) -> None:
         for name in ("sf", "sf_low", "sg"):
@@ -139,7 +140,9 @@ def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str
     return chosen
 
 
-def layer_weights(analysis: ChannelAnalysis, globs: tuple[str, ...] = (), fold_bn: bool = False) -> dict[str, np.ndarray]:
+def layer_weights(
+    analysis: ChannelAnalysis, globs: tuple[str, ...] = (), fold_bn: bool = False, relative: bool = False
+) -> dict[str, np.ndarray]:
     """The weights (two or more axes) producing the channels of the layers in L, by tensor name,
     as the statistics read them (`stats_weight`)."""
     layers = default_layers(analysis, globs)
@@ -147,19 +150,20 @@ def layer_weights(analysis: ChannelAnalysis, globs: tuple[str, ...] = (), fold_b
     for group in analysis.groups:
         for sl in group.producers:
             if sl.node in layers and sl.tensor not in weights:
-                w = stats_weight(analysis, sl, fold_bn)
+                w = stats_weight(analysis, sl, fold_bn, relative)
                 if w.ndim >= 2:
                     weights[sl.tensor] = w
     return weights
 
 
 def threshold_for_sparsity(
-    analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = (), fold_bn: bool = False
+    analysis: ChannelAnalysis, sparsity: float, globs: tuple[str, ...] = (), fold_bn: bool = False,
+    relative: bool = False,
 ) -> float:
     """The threshold at which a fraction `sparsity` of the weights of the layers in L is zero."""
     if not 0.0 <= sparsity <= 1.0:
         raise InputError(f"--sparsity must be in [0, 1]; got {sparsity}")
-    weights = layer_weights(analysis, globs, fold_bn)
+    weights = layer_weights(analysis, globs, fold_bn, relative)
     if not weights:
         raise InputError("no layer to prune: every group is pinned or --layers matches nothing prunable")
     return float(stats.threshold_for_sparsity(list(weights.values()), sparsity))
@@ -168,15 +172,16 @@ def threshold_for_sparsity(
 class _Weights:
     """Float32 views of the weights and, per (tensor, axis), the positions removed so far."""
 
-    def __init__(self, analysis: ChannelAnalysis, fold_bn: bool = False) -> None:
+    def __init__(self, analysis: ChannelAnalysis, fold_bn: bool = False, relative: bool = False) -> None:
         self.analysis = analysis
         self.fold_bn = fold_bn
+        self.relative = relative
         self.removed: dict[tuple[str, int], np.ndarray] = {}
         self._cache: dict[str, np.ndarray] = {}
 
     def get(self, sl: ParamSlice) -> np.ndarray:
         if sl.tensor not in self._cache:
-            self._cache[sl.tensor] = stats_weight(self.analysis, sl, self.fold_bn)
+            self._cache[sl.tensor] = stats_weight(self.analysis, sl, self.fold_bn, self.relative)
         return self._cache[sl.tensor]
 
     def zero_counts(self, sl: ParamSlice, threshold: float) -> tuple[np.ndarray, int]:
@@ -209,17 +214,22 @@ def _axis_zero_counts(w: np.ndarray, axis: int, threshold: float) -> tuple[np.nd
     return np.rint(np.nan_to_num(fractions) * per), per
 
 
-def stats_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = False) -> np.ndarray:
+def stats_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = False, relative: bool = False) -> np.ndarray:
     """The weights the statistics read, float32 or float64. With `fold_bn`, a Conv followed by
     BatchNorm is read as deployed, its BatchNorm's scale folded in (exact zeros stay zeros): the
     view that matches sparsity trained on BatchNorm's scales (`--l1-groups channels`), where the
-    raw filter's own scale means nothing. The paper's rule, and the default, reads raw weights,
-    which matches L1 trained on them."""
+    raw filter's own scale means nothing. With `relative`, a weight tensor (two or more axes) is
+    divided by its root mean square, so one global threshold cuts each layer relative to its own
+    scale instead of emptying the layers with small weights (wide fan-in) first. The paper's rule,
+    and the default, reads raw weights, which matches L1 trained on them."""
     w = np.asarray(analysis.constant(analysis.tensor(sl.tensor)))
     dtype = np.float64 if w.dtype == np.float64 else np.float32
     scale = analysis.deployed_scale(sl.node) if fold_bn and w.ndim >= 2 else None
     if scale is not None and len(scale) == w.shape[0]:
         w = w * scale.astype(dtype).reshape(-1, *[1] * (w.ndim - 1))
+    if relative and w.ndim >= 2:
+        rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) if w.size else 0.0
+        w = w / rms if rms > 0 else w
     return np.ascontiguousarray(w, dtype=dtype)
 
 
@@ -299,7 +309,7 @@ def select(
     """Run Algorithm 1 over the groups in graph order; returns the plan and each group's stats
     (of every group when `every_group`, else of those that can change)."""
     layers = default_layers(analysis, criteria.layers)
-    weights = _Weights(analysis, criteria.fold_bn)
+    weights = _Weights(analysis, criteria.fold_bn, criteria.relative)
     plan = PrunePlan(criteria.threshold, asdict(criteria) | {"layers": list(criteria.layers)})
     report = []
     for group in analysis.groups:

@@ -67,10 +67,13 @@ class SweepResult:
                               "chosen": candidate(data["chosen"]), "next_above": candidate(data["next_above"])}))  # fmt: skip
 
 
-def _layer_weights(model: onnx.ModelProto, layers: tuple[str, ...], fold_bn: bool = False) -> dict[str, np.ndarray]:
-    """The producing weights of the chosen layers as the statistics see them (`fold_bn`: as deployed)."""
+def _layer_weights(
+    model: onnx.ModelProto, layers: tuple[str, ...], fold_bn: bool = False, relative: bool = False
+) -> dict[str, np.ndarray]:
+    """The producing weights of the chosen layers as the statistics see them (`fold_bn`: as
+    deployed; `relative`: each tensor over its RMS)."""
     initializers = {t.name for t in model.graph.initializer}  # what `thresholded` can rewrite
-    weights = layer_weights(analyze_channels(model, check=False), layers, fold_bn)
+    weights = layer_weights(analyze_channels(model, check=False), layers, fold_bn, relative)
     return {name: w for name, w in weights.items() if name in initializers}
 
 
@@ -92,7 +95,8 @@ def _evaluate(model: onnx.ModelProto, weights: dict[str, np.ndarray], evaluator:
     if prune is None:
         return evaluator(thresholded(model, weights, threshold)), None
     result = prune_model(model, threshold=threshold, sf=prune.sf, sf_low=prune.sf_low, sg=prune.sg,
-                         layers=prune.layers, round_to=prune.round_to, fold_bn=prune.fold_bn)  # fmt: skip
+                         layers=prune.layers, round_to=prune.round_to, fold_bn=prune.fold_bn,
+                         relative=prune.relative)  # fmt: skip
     return evaluator(result["model"]), result["params_after"]
 
 
@@ -120,6 +124,7 @@ def sweep(
     prune: Criteria | None = None,
     baseline: float | None = None,
     fold_bn: bool = False,
+    relative: bool = False,
     progress: bool = False,
 ) -> SweepResult:
     """Search the largest global threshold within `tolerance` of the model's metric. With one
@@ -129,13 +134,14 @@ def sweep(
     `prune`: evaluate the model Algorithm 1 prunes at each candidate (its layers and threshold are
     ignored: `layers` and the candidate's threshold apply). `baseline`: the model's metric when the
     caller has measured it already. `fold_bn`: thresholds apply to the filters as deployed
-    (BatchNorm's scale folded in; `selection.stats_weight`), for candidates of both kinds."""
+    (BatchNorm's scale folded in; `selection.stats_weight`), for candidates of both kinds;
+    `relative`: thresholds are in units of each layer's RMS weight."""
     if not tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0; got {tolerance}")
     if workers < 1:
         raise InputError(f"--workers must be >= 1; got {workers}")
     proto = load_model(model)
-    weights = _layer_weights(proto, layers, fold_bn)
+    weights = _layer_weights(proto, layers, fold_bn, relative)
     if not weights:
         raise InputError("no layer to threshold: every group is pinned or --layers matches nothing")
     if baseline is None:
@@ -144,7 +150,7 @@ def sweep(
                          judged="thresholded" if prune is None else "pruned")  # fmt: skip
     sign = 1.0 if evaluator.higher_is_better else -1.0
     cache: dict[float, Candidate] = {}
-    pruning = replace(prune, layers=tuple(layers), fold_bn=fold_bn) if prune is not None else None
+    pruning = replace(prune, layers=tuple(layers), fold_bn=fold_bn, relative=relative) if prune is not None else None
     pool = None
     if workers > 1:
         import multiprocessing

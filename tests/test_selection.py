@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import topologies as T
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onnxprune import Criteria, analyze, cli, prune
 from onnxprune.channel_groups import analyze_channels
@@ -78,6 +80,54 @@ def test_filters_followed_by_batchnorm_are_judged_as_deployed():
     zero = {fold: next(g for g in analyze(model, 1e-3, fold_bn=fold)["groups"] if g["name"] == "/conv2/Conv")["zero_filters"]
             for fold in (False, True)}  # fmt: skip
     assert zero == {False: 0, True: 1}
+
+
+def _scaled(model: onnx.ModelProto, scales: list[float]) -> onnx.ModelProto:
+    """A copy whose k-th conv weight tensor is multiplied by scales[k]."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    convs = [t for t in out.graph.initializer if len(t.dims) == 4]
+    for t, s in zip(convs, scales, strict=True):
+        t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * np.float32(s), t.name))
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(scales=st.lists(st.floats(1e-3, 1e3), min_size=4, max_size=4), t=st.floats(0.05, 2.0))
+def test_relative_thresholds_ignore_each_layer_s_scale(scales, t):
+    """With `relative`, any positive rescaling of a layer's weights selects the same filters:
+    the threshold is in units of each layer's RMS weight."""
+    model = _vgg_with_sparse_weights()
+    criteria = Criteria(threshold=t, relative=True)
+    base, _ = select(analyze_channels(model), criteria)
+    scaled, _ = select(analyze_channels(_scaled(model, scales)), criteria)
+    assert base.keep.keys() == scaled.keep.keys()
+    for name in base.keep:
+        np.testing.assert_array_equal(base.keep[name], scaled.keep[name])
+
+
+def test_absolute_thresholds_empty_a_layer_with_small_weights_first(tmp_path, capsys):
+    """conv3's weights scaled down 100x: one absolute threshold takes all of its filters but the
+    one a group keeps, and none elsewhere; the relative one cuts as on the unscaled model."""
+    model = _scaled(T.vgg_chain("folded").model, [1.0, 1.0, 0.01, 1.0])
+    rms = {t.name: float(np.sqrt(np.mean(onnx.numpy_helper.to_array(t).astype(np.float64) ** 2)))
+           for t in model.graph.initializer if len(t.dims) == 4}  # fmt: skip
+    t = 3 * sorted(rms.values())[0]  # above every weight of conv3, below most of the others
+    plan, _ = select(analyze_channels(model), Criteria(threshold=t))
+    assert plan.keep["/conv3/Conv"].sum() == 1
+    assert all(plan.keep[name].all() for name in ("/conv1/Conv", "/conv2/Conv", "/conv4/Conv"))
+    relative, _ = select(analyze_channels(model), Criteria(threshold=0.5, relative=True))
+    unscaled, _ = select(analyze_channels(T.vgg_chain("folded").model), Criteria(threshold=0.5, relative=True))
+    for name in unscaled.keep:
+        np.testing.assert_array_equal(relative.keep[name], unscaled.keep[name])
+    # The CLI option reaches the selection, and --sparsity is read in the same units.
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert cli.main(["prune", str(path), "-o", str(tmp_path / "p.onnx"), "--relative", "--sparsity", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    weights = _layer_weights(model, (), relative=True)
+    zero = sum(int((np.abs(w) <= report["threshold"]).sum()) for w in weights.values())
+    assert zero / sum(w.size for w in weights.values()) >= 0.5
 
 
 def test_statistics_of_a_layer_are_taken_after_the_previous_removal():
