@@ -12,12 +12,15 @@ evaluation (torch, all 10,000 test images, FLOPs by Torch-Pruning's counter):
 - Torch-Pruning BN scale: `BNScalePruner` with its sparse training (`regularize` each step) for
   `sparse_epochs`, then pruning and fine-tuning for the rest;
 - onnxprune: `sparsify --l1-groups channels` for `sparse_epochs` (ONNX in, ONNX out), Algorithm 1
-  with `--fold-bn` at the threshold that gives the level's FLOPs, then fine-tuning for the rest.
+  with `--fold-bn` at the threshold that gives the level's FLOPs, then fine-tuning for the rest;
+- onnxprune without sparsity training: Algorithm 1 on the trained weights with `--fold-bn
+  --relative` (the threshold in units of each layer's RMS weight) at the level's FLOPs, then
+  fine-tuning for all `epochs`.
 
 Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
 `PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
 
-    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 22 minutes on 2 cores
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 27 minutes on 2 cores
 
 Results: benchmarks/results/bench_resnet20_peers.{json,md}.
 """
@@ -78,6 +81,24 @@ def finetune(model: nn.Module, data, epochs: int, lr: float, batch: int, seed: i
             optimizer.step()
             schedule.step()
     return model.eval()
+
+
+def prune_to_flops(model: Path, target: float, macs0: float, out: Path, relative: bool) -> Path:
+    """Algorithm 1 (--fold-bn) on the inner convs at the threshold whose pruned model has
+    `target` FLOPs (Torch-Pruning's count; ours is scaled to it through the originals' ratio)."""
+    ours = prune(model, threshold=0.0, layers=(INNER,), fold_bn=True)["flops_before"]
+    target = target * ours / (2 * macs0)
+    lo, hi = 0.0, 1.0
+    for _ in range(20):  # relative thresholds are in units of each layer's RMS: widen the bracket
+        if prune(model, threshold=hi, layers=(INNER,), fold_bn=True, relative=relative)["flops_after"] <= target:
+            break
+        hi *= 2
+    for _ in range(30):  # FLOPs fall as the threshold rises: bisect to the target
+        mid = (lo + hi) / 2
+        result = prune(model, threshold=mid, layers=(INNER,), fold_bn=True, relative=relative)
+        lo, hi = (mid, hi) if result["flops_after"] > target else (lo, mid)
+    prune(model, out, threshold=hi, layers=(INNER,), fold_bn=True, relative=relative)
+    return out
 
 
 @torch.no_grad()
@@ -155,14 +176,14 @@ def main() -> None:
 
         # onnxprune: Algorithm 1 (--fold-bn) at the threshold giving uniform L1's FLOPs at this ratio.
         target = next(r["flops"] for r in reversed(rows) if r["method"] == "uniform L1 (Li et al.)")
-        lo, hi, out = 0.0, 1.0, args.work / f"onnxprune_{ratio}.onnx"
-        for _ in range(30):  # FLOPs fall as the threshold rises: bisect to the target
-            mid = (lo + hi) / 2
-            result = prune(sparse, threshold=mid, layers=(INNER,), fold_bn=True)
-            lo, hi = (mid, hi) if result["flops_after"] > target else (lo, mid)
-        prune(sparse, out, threshold=hi, layers=(INNER,), fold_bn=True)
+        out = prune_to_flops(sparse, target, macs0, args.work / f"onnxprune_{ratio}.onnx", relative=False)
         model = onnx2torch.convert(str(out))
         record("onnxprune (channels, fold-bn)", ratio, finetune(model, data, args.epochs - args.sparse_epochs, args.lr, args.batch))
+
+        # onnxprune on the trained weights, relative thresholds, every epoch for fine-tuning.
+        out = prune_to_flops(MODEL, target, macs0, args.work / f"onnxprune_relative_{ratio}.onnx", relative=True)
+        model = onnx2torch.convert(str(out))
+        record("onnxprune (relative, no sparsity training)", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "settings": vars(args) | {"work": str(args.work),
               "results": str(args.results)}, "flops_original": int(2 * macs0), "params_original": int(params0),
