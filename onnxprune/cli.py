@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--sg", type=float, default=0.9)
     comp.add_argument("--round-to", type=int, default=1, metavar="N")
     comp.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
+    comp.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                      help="re-estimate BatchNorm statistics on N training images before judging each pruned "
+                           "candidate (and in the pruned model): channels removed upstream make the old ones wrong")  # fmt: skip
     comp.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                       help=_FOLD_BN_HELP + " (default: with --l1-groups channels)")
     comp.add_argument("--batch-size", type=int, default=32)
@@ -298,7 +301,7 @@ def _compress(args: argparse.Namespace) -> int:
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
-        relative=args.relative,
+        relative=args.relative, recalibrate=args.recalibrate_bn,
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

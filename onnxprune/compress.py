@@ -27,11 +27,12 @@ from onnxprune.bench import bench
 from onnxprune.commands import prune
 from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate.choice import choose_evaluator
-from onnxprune.model_io import InputError, load_model
+from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_prune_report
 from onnxprune.selection import Criteria
 from onnxprune.threshold_search import SweepResult, plot, sweep
 from onnxprune.train.loop import TrainConfig, model_input_size, train
+from onnxprune.train.recalibrate import Recalibrated, recalibrate_batchnorm
 from onnxprune.zoo.ssd import raw_ssd_metadata
 
 __all__ = ["CompressConfig", "compress"]
@@ -58,6 +59,7 @@ class CompressConfig:
     dense_baseline: bool = False  # also train the original, without L1, for as many epochs as the pipeline
     fold_bn: bool | None = None  # judge BatchNorm-ed convs as deployed; None: when L1 trains BatchNorm's scales
     relative: bool = False  # thresholds in units of each layer's RMS weight (selection.stats_weight)
+    recalibrate: int = 0  # training images to re-estimate BatchNorm statistics on before judging a candidate
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -75,6 +77,8 @@ def compress(
     out = Path(output)
     if not out.parent.is_dir():
         raise InputError(f"{out}: the output folder {out.parent} does not exist")
+    if config.recalibrate < 0:
+        raise InputError(f"--recalibrate-bn must be >= 0 (images); got {config.recalibrate}")
     stages = out.with_name(out.name + ".stages")
     stages.mkdir(exist_ok=True)
     original = load_model(model)
@@ -83,6 +87,9 @@ def compress(
     val_set = load_images(val or data, size, config.val_limit)
     evaluator = choose_evaluator(config.metric, original, val_set, preprocess, size, config.decoder,
                                  config.score_threshold)  # fmt: skip
+    judge = evaluator  # what the sweeps measure candidates with
+    if config.recalibrate > 0:
+        judge = Recalibrated(evaluator, load_images(data, size, config.recalibrate), preprocess)
     own_loss = val_set.labelled or (val_set.boxes is not None and raw_ssd_metadata(original) is not None)
     teacher = None if own_loss else model
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
@@ -112,8 +119,9 @@ def compress(
             result = SweepResult.from_json(json.loads(searched.read_text()))
         else:
             criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
-            result = sweep(current, evaluator, config.tolerance, layers=layers, progress=progress,
-                           prune=criteria if config.sweep_pruned else None, baseline=metric, fold_bn=fold_bn,
+            result = sweep(current, judge, config.tolerance, layers=layers, progress=progress,
+                           prune=criteria if config.sweep_pruned else None, fold_bn=fold_bn,
+                           baseline=metric if judge is evaluator else None,
                            relative=config.relative)  # fmt: skip
             searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
             plot(result, stages / f"{k}_sweep.png")
@@ -126,6 +134,8 @@ def compress(
             say(f"phase {k}: prune at threshold {threshold:.4g} ({100 * result.chosen.sparsity:.1f}% sparsity)")
             prune(current, pruned, threshold=threshold, sf=config.sf, sf_low=config.sf_low, sg=config.sg,
                   layers=layers, round_to=config.round_to, fold_bn=fold_bn, relative=config.relative)  # fmt: skip
+            if isinstance(judge, Recalibrated):  # fine-tuning starts from the statistics it was judged with
+                save_model(recalibrate_batchnorm(pruned, judge.images, preprocess), pruned)
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
@@ -137,6 +147,7 @@ def compress(
         report["stages"].append({
             "stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
             "sparsity": result.chosen.sparsity, "metric_pruned": metric_pruned, "metric_tuned": metric,
+            "batchnorm_recalibrated": judge is not evaluator,
             "sweep": result.to_json(), "plot": str(stages / f"{k}_sweep.png"),
         })  # fmt: skip
 

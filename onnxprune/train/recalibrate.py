@@ -1,0 +1,62 @@
+"""BatchNorm statistics re-estimated after pruning. Removing channels changes what every later
+BatchNorm sees, so its running mean and variance no longer fit and the pruned model looks far
+worse than it is before any fine-tuning (ResNet-20, 31% fewer FLOPs: 18% test accuracy as cut,
+50% once the statistics are re-estimated on 1,024 training images). Judging sweep candidates
+after this (as EagleEye's adaptive BatchNorm does) measures what fine-tuning can start from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from onnxprune.datasets import ImageSet, Preprocess
+from onnxprune.evaluate.metrics import ModelLike
+from onnxprune.model_io import load_model
+from onnxprune.train.roundtrip import to_torch, write_back
+
+__all__ = ["Recalibrated", "recalibrate_batchnorm"]
+
+
+def recalibrate_batchnorm(model: ModelLike, images: ImageSet, preprocess: Preprocess, batch_size: int = 128) -> onnx.ModelProto:
+    """`model` with every BatchNormalization's running mean and variance replaced by their
+    averages over `images` (no gradients, nothing else changes); models without BatchNorm (or
+    with it folded into the convs) come back as they are."""
+    proto = load_model(model)
+    if not any(n.op_type == "BatchNormalization" for n in proto.graph.node) or len(images) == 0:
+        return proto
+    converted = to_torch(proto)
+    module = converted.module.eval()
+    for bn in module.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None  # a cumulative average over all batches
+            bn.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            module(preprocess(torch.from_numpy(np.ascontiguousarray(images.images[start : start + batch_size]))))
+    return write_back(converted, module.eval())
+
+
+@dataclass
+class Recalibrated:
+    """An evaluator that judges each model after `recalibrate_batchnorm` on `images`."""
+
+    evaluator: object
+    images: ImageSet
+    preprocess: Preprocess
+
+    @property
+    def name(self) -> str:
+        return self.evaluator.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.evaluator.higher_is_better
+
+    def __call__(self, model: ModelLike) -> float:
+        return self.evaluator(recalibrate_batchnorm(model, self.images, self.preprocess))

@@ -1,0 +1,111 @@
+"""BatchNorm statistics re-estimated after pruning (`compress --recalibrate-bn`): the running mean
+and variance become those of the data, checked against onnxruntime's view of the conv outputs;
+models without BatchNorm come back as they were; the evaluator wrapper and the compress stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import topologies as T
+
+from onnxprune import cli
+from onnxprune.datasets import ImageSet, Preprocess, load_images
+from onnxprune.train.recalibrate import Recalibrated, recalibrate_batchnorm
+
+
+def _images(count: int, seed: int = 0) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    return ImageSet(rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8), np.full(count, -1), source="random")
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    return model
+
+
+def _batchnorms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+
+
+def test_statistics_become_those_of_the_data():
+    model = _dynamic_batch(T.vgg_chain("separate").model)
+    inits = {t.name: t for t in model.graph.initializer}
+    for bn in _batchnorms(model):  # statistics that fit nothing
+        for name, value in ((bn.input[3], 5.0), (bn.input[4], 9.0)):
+            shape = onnx.numpy_helper.to_array(inits[name]).shape
+            inits[name].CopyFrom(onnx.numpy_helper.from_array(np.full(shape, value, np.float32), name))
+    images, preprocess = _images(24), Preprocess()
+    fixed = recalibrate_batchnorm(model, images, preprocess, batch_size=64)  # one batch: plain mean and variance
+    first = _batchnorms(model)[0]
+    conv_out = T.run(T.with_outputs(model, [first.input[0]]), preprocess_numpy(images.images))[-1].astype(np.float64)
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in fixed.graph.initializer}
+    np.testing.assert_allclose(values[first.input[3]], conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(values[first.input[4]], conv_out.var(axis=(0, 2, 3), ddof=1), rtol=1e-4, atol=1e-5)
+    # Nothing else moved: weights, scales and the graph are the model's own.
+    for t in model.graph.initializer:
+        if t.name not in {n for bn in _batchnorms(model) for n in bn.input[3:5]}:
+            np.testing.assert_array_equal(values[t.name], onnx.numpy_helper.to_array(t))
+    assert [n.name for n in fixed.graph.node] == [n.name for n in model.graph.node]
+
+
+def preprocess_numpy(images: np.ndarray) -> np.ndarray:
+    """Preprocess() as NumPy: NHWC uint8 -> NCHW float in [0, 1]."""
+    return (images.astype(np.float32) / 255).transpose(0, 3, 1, 2).copy()
+
+
+def test_models_without_batchnorm_come_back_unchanged():
+    model = T.vgg_chain("folded").model
+    assert not _batchnorms(model)
+    assert recalibrate_batchnorm(model, _images(8), Preprocess()).SerializeToString() == model.SerializeToString()
+
+
+def test_the_evaluator_judges_the_recalibrated_model():
+    seen = []
+
+    class Spy:
+        name, higher_is_better = "spy", False
+
+        def __call__(self, model):
+            seen.append(model)
+            return 0.5
+
+    judge = Recalibrated(Spy(), _images(16), Preprocess())
+    assert (judge.name, judge.higher_is_better) == ("spy", False)
+    model = T.vgg_chain("separate").model
+    assert judge(model) == 0.5
+    mean = _batchnorms(model)[0].input[3]
+    before = next(t for t in model.graph.initializer if t.name == mean)
+    after = next(t for t in seen[0].graph.initializer if t.name == mean)
+    assert not np.allclose(onnx.numpy_helper.to_array(before), onnx.numpy_helper.to_array(after))
+
+
+def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys):
+    model = _dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), y=rng.integers(0, 10, 32))
+    out = tmp_path / "small.onnx"
+    code = cli.main(["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--finetune-epochs", "1",
+                     "--tolerance", "1", "--batch-size", "8", "--no-augment", "--recalibrate-bn", "16", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (stage,) = json.loads(captured.out)["stages"]
+    assert stage["batchnorm_recalibrated"] is True
+    # The stage's pruned model holds the statistics of the 16 images compress took: estimating
+    # them again on those images changes nothing, and they are not the source's.
+    pruned = onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")
+    again = recalibrate_batchnorm(pruned, load_images(f"npz:{data}", (16, 16), 16), Preprocess())
+    mean = _batchnorms(pruned)[0].input[3]
+
+    def value(m):
+        return onnx.numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == mean))
+
+    np.testing.assert_allclose(value(again), value(pruned), rtol=1e-4, atol=1e-6)
+    kept = len(value(pruned))
+    assert kept <= len(value(model)) and not np.allclose(value(pruned), value(model)[:kept])
