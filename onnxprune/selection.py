@@ -228,7 +228,8 @@ def stats_weight(analysis: ChannelAnalysis, sl: ParamSlice, fold_bn: bool = Fals
     if scale is not None and len(scale) == w.shape[0]:
         w = w * scale.astype(dtype).reshape(-1, *[1] * (w.ndim - 1))
     if relative and w.ndim >= 2:
-        rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) if w.size else 0.0
+        flat = w.reshape(-1)  # a dot product: no squared copy of a large tensor
+        rms = float(np.sqrt(np.dot(flat, flat) / flat.size)) if flat.size else 0.0
         w = w / rms if rms > 0 else w
     return np.ascontiguousarray(w, dtype=dtype)
 
