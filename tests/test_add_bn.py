@@ -16,17 +16,10 @@ from onnxprune.train.add_bn import ConvBN, add_batchnorm, fold_batchnorm
 from onnxprune.train.roundtrip import to_torch
 
 
-def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    del model.graph.value_info[:]
-    return model
-
-
 @pytest.mark.parametrize("builder", [T.vgg_chain, T.resnet_blocks, T.mobilenet_dw])
 def test_starts_as_the_conv_alone_and_folds_back_exactly(builder):
     topo = builder("folded")
-    module = to_torch(_dynamic_batch(topo.model)).module
+    module = to_torch(T.dynamic_batch(topo.model)).module
     convs = sorted(name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d))
     x = torch.randn(6, *topo.input_shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -55,12 +48,10 @@ def test_convs_with_their_own_batchnorm_are_left_alone():
 
 
 def test_finetune_add_bn_writes_the_graph_unchanged_but_for_values(tmp_path, capsys):
-    model = _dynamic_batch(T.vgg_chain("folded").model)
+    model = T.dynamic_batch(T.vgg_chain("folded").model)
     source = tmp_path / "folded.onnx"
     onnx.save(model, source)
-    rng = np.random.default_rng(0)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), y=rng.integers(0, 10, 32))
+    data = T.labelled_npz(tmp_path / "train.npz", 32)
     out = tmp_path / "ft.onnx"
     code = cli.main(["finetune", str(source), "-o", str(out), "--data", f"npz:{data}", "--epochs", "2",
                      "--batch-size", "8", "--add-bn", "--json"])  # fmt: skip
@@ -71,13 +62,13 @@ def test_finetune_add_bn_writes_the_graph_unchanged_but_for_values(tmp_path, cap
     onnx.checker.check_model(trained, full_check=True)
     assert [(n.name, n.op_type) for n in trained.graph.node] == [(n.name, n.op_type) for n in model.graph.node]
     assert [tuple(t.dims) for t in trained.graph.initializer] == [tuple(t.dims) for t in model.graph.initializer]
-    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     assert not np.allclose(T.run(trained, x)[0], T.run(model, x)[0], atol=1e-3)
 
 
 def test_add_bn_with_l1_is_refused(tmp_path, capsys):
     source = tmp_path / "folded.onnx"
-    onnx.save(_dynamic_batch(T.vgg_chain("folded").model), source)
+    onnx.save(T.dynamic_batch(T.vgg_chain("folded").model), source)
     out = tmp_path / "bad.onnx"
     code = cli.main(["sparsify", str(source), "-o", str(out), "--data", f"images:{tmp_path}", "--add-bn", "-q"])
     err = capsys.readouterr().err

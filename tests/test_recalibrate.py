@@ -20,19 +20,12 @@ def _images(count: int, seed: int = 0) -> ImageSet:
     return ImageSet(rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8), np.full(count, -1), source="random")
 
 
-def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    del model.graph.value_info[:]
-    return model
-
-
 def _batchnorms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "BatchNormalization"]
 
 
 def test_statistics_become_those_of_the_data():
-    model = _dynamic_batch(T.vgg_chain("separate").model)
+    model = T.dynamic_batch(T.vgg_chain("separate").model)
     inits = {t.name: t for t in model.graph.initializer}
     for bn in _batchnorms(model):  # statistics that fit nothing
         for name, value in ((bn.input[3], 5.0), (bn.input[4], 9.0)):
@@ -41,7 +34,7 @@ def test_statistics_become_those_of_the_data():
     images, preprocess = _images(24), Preprocess()
     fixed = recalibrate_batchnorm(model, images, preprocess, batch_size=64)  # one batch: plain mean and variance
     first = _batchnorms(model)[0]
-    conv_out = T.run(T.with_outputs(model, [first.input[0]]), preprocess_numpy(images.images))[-1].astype(np.float64)
+    conv_out = T.run(T.with_outputs(model, [first.input[0]]), _as_input(images.images))[-1].astype(np.float64)
     values = {t.name: onnx.numpy_helper.to_array(t) for t in fixed.graph.initializer}
     np.testing.assert_allclose(values[first.input[3]], conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(values[first.input[4]], conv_out.var(axis=(0, 2, 3), ddof=1), rtol=1e-4, atol=1e-5)
@@ -52,7 +45,7 @@ def test_statistics_become_those_of_the_data():
     assert [n.name for n in fixed.graph.node] == [n.name for n in model.graph.node]
 
 
-def preprocess_numpy(images: np.ndarray) -> np.ndarray:
+def _as_input(images: np.ndarray) -> np.ndarray:
     """Preprocess() as NumPy: NHWC uint8 -> NCHW float in [0, 1]."""
     return (images.astype(np.float32) / 255).transpose(0, 3, 1, 2).copy()
 
@@ -84,12 +77,10 @@ def test_the_evaluator_judges_the_recalibrated_model():
 
 
 def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys):
-    model = _dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
+    model = T.dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
     src = tmp_path / "m.onnx"
     onnx.save(model, src)
-    rng = np.random.default_rng(0)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), y=rng.integers(0, 10, 32))
+    data = T.labelled_npz(tmp_path / "train.npz", 32)
     out = tmp_path / "small.onnx"
     code = cli.main(["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--finetune-epochs", "1",
                      "--tolerance", "1", "--batch-size", "8", "--no-augment", "--recalibrate-bn", "16", "--json"])  # fmt: skip

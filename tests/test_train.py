@@ -25,11 +25,7 @@ def vgg(tmp_path_factory) -> Path:
     """vgg_chain (BatchNorm kept, input 1x3x16x16 exported with batch 1: re-exported here with a
     dynamic batch so training batches fit)."""
     folder = tmp_path_factory.mktemp("vgg")
-    model = T.vgg_chain("separate").model
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    for vi in list(model.graph.value_info):
-        model.graph.value_info.remove(vi)
+    model = T.dynamic_batch(T.vgg_chain("separate").model)
     path = folder / "vgg.onnx"
     onnx.save(model, path)
     return path
@@ -43,10 +39,7 @@ def _input_hw(path: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory, vgg) -> Path:
     h, w = _input_hw(vgg)
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "train.npz"
-    np.savez(path, x=rng.integers(0, 256, (48, h, w, 3), dtype=np.uint8), y=rng.integers(0, 10, 48))
-    return path
+    return T.labelled_npz(tmp_path_factory.mktemp("data") / "train.npz", 48, h, w)
 
 
 @pytest.fixture(scope="module")

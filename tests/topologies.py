@@ -749,6 +749,22 @@ def channel_tensor(model: onnx.ModelProto, conv_name: str) -> str:
     return out
 
 
+def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` (changed in place) with a symbolic batch dimension on its first input and output and
+    no stale value_info, so training batches fit a model exported with batch 1."""
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    return model
+
+
+def labelled_npz(path, count: int, height: int = 16, width: int = 16, classes: int = 10, seed: int = 0):
+    """Random uint8 images with random labels in an `npz:` data file (`x`, `y`); returns the path."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, x=rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8), y=rng.integers(0, classes, count))
+    return path
+
+
 def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
     """A copy of `model` that also outputs the float tensors `tensors` (after the existing outputs)."""
     model = copy.deepcopy(model)

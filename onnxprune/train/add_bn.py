@@ -9,7 +9,9 @@ to ONNX have the graph's shapes and the module computes the same in eval mode.
 from __future__ import annotations
 
 import torch
-from torch import fx, nn
+from torch import nn
+
+from onnxprune.train.l1 import batchnorm_after
 
 __all__ = ["ConvBN", "add_batchnorm", "fold_batchnorm"]
 
@@ -50,18 +52,6 @@ class ConvBN(nn.Module):
         return conv
 
 
-def _followed_by_batchnorm(module: fx.GraphModule) -> set[str]:
-    """Convs (by module name) whose only reader is a BatchNorm module: those have theirs."""
-    modules = dict(module.named_modules())
-    found = set()
-    for node in module.graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
-            (user,) = node.users
-            if user.op == "call_module" and isinstance(modules.get(user.target), nn.modules.batchnorm._BatchNorm):
-                found.add(str(node.target))
-    return found
-
-
 def _set(module: nn.Module, name: str, value: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(module.get_submodule(parent) if parent else module, leaf, value)
@@ -71,7 +61,7 @@ def add_batchnorm(module: nn.Module) -> list[str]:
     """Wrap in place every 2-D conv with a bias that no BatchNorm follows in `ConvBN`; returns the
     wrapped names. Convs without a bias are left alone (their BatchNorm could not be folded back
     into the graph's tensors)."""
-    has_bn = _followed_by_batchnorm(module) if isinstance(module, fx.GraphModule) else set()
+    has_bn = set(batchnorm_after(module))
     names = [name for name, sub in module.named_modules()
              if isinstance(sub, nn.Conv2d) and sub.bias is not None and name not in has_bn]  # fmt: skip
     for name in names:

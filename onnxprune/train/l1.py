@@ -37,7 +37,7 @@ from torch import fx, nn
 from onnxprune import stats
 from onnxprune.model_io import InputError
 
-__all__ = ["L1Sparsity", "SparsityReport"]
+__all__ = ["L1Sparsity", "SparsityReport", "batchnorm_after"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -78,7 +78,7 @@ class L1Sparsity:
         # conv name -> (the BatchNorm that alone reads it, the conv): the channel groups' owners.
         self.norms: dict[str, tuple[nn.Module, nn.Module]] = {}
         if groups == "channels":
-            after = _batchnorm_after(model)
+            after = batchnorm_after(model)
             self.norms = {n: (after[n], convs[n]) for n in self.weights if n in after}
         if not self.weights:
             names = ", ".join(list(convs)[:5]) + (", ..." if len(convs) > 5 else "")
@@ -143,10 +143,10 @@ def _pair_norms(norm: nn.Module) -> torch.Tensor:
     return torch.sqrt(norm.weight.square() + norm.bias.square())
 
 
-def _batchnorm_after(model: nn.Module) -> dict[str, nn.Module]:
+def batchnorm_after(model: nn.Module) -> dict[str, nn.Module]:
     """conv module name -> the affine BatchNorm that is the only reader of its output, read from
     the model's torch.fx graph (onnx2torch's GraphModule; other models are traced). A model that
-    cannot be traced gets no pairs: its convs are then grouped by filter."""
+    cannot be traced gets no pairs (L1 then groups its convs by filter; `--add-bn` wraps them all)."""
     if not isinstance(model, fx.GraphModule):
         try:
             model = fx.symbolic_trace(model)
