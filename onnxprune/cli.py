@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     how = prune.add_mutually_exclusive_group()
     how.add_argument("--threshold", type=float, help="global weight threshold T: |w| <= T counts as zero (default 0)")
     how.add_argument("--sparsity", type=float, help="choose T so that this fraction of the pruned layers' weights is zero")
+    how.add_argument("--flops-target", type=float, metavar="F",
+                     help="choose the smallest T at which the pruned model has this share of the FLOPs fewer (0.5: half)")
     how.add_argument("--plan", help="apply a plan written by --plan-out instead of selecting")
     prune.add_argument("--sf", type=float, default=0.9, help="s_F: remove a filter at least this zero (default 0.9)")
     prune.add_argument("--sf-low", type=float, default=0.5, help="s'_F: ... or this zero when its readers are (default 0.5)")
@@ -140,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                            "candidate (and in the pruned model): channels removed upstream make the old ones wrong")  # fmt: skip
     comp.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                       help=_FOLD_BN_HELP + " (default: with --l1-groups channels)")
+    comp.add_argument("--flops-target", type=float, metavar="F",
+                      help="instead of sweeping on the metric, prune each phase at the smallest threshold that brings "
+                           "the model to this share of its FLOPs fewer (0.5: half), in equal steps over the phases")  # fmt: skip
     comp.add_argument("--batch-size", type=int, default=32)
     comp.add_argument("--lr", type=float, default=0.01)
     comp.add_argument("--limit", type=int, help="use N training images spread over the set")
@@ -187,7 +192,8 @@ def _prune(args: argparse.Namespace) -> int:
     from onnxprune import commands
 
     report = commands.prune(
-        args.model, args.output, threshold=args.threshold, sparsity=args.sparsity, sf=args.sf, sf_low=args.sf_low,
+        args.model, args.output, threshold=args.threshold, sparsity=args.sparsity, flops_target=args.flops_target,
+        sf=args.sf, sf_low=args.sf_low,
         sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, relative=args.relative,
         plan=args.plan, plan_out=args.plan_out, progress=not args.quiet and not args.json,
     )  # fmt: skip
@@ -301,7 +307,7 @@ def _compress(args: argparse.Namespace) -> int:
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,
         tolerance=args.tolerance, sf=args.sf, sf_low=args.sf_low, sg=args.sg, round_to=args.round_to,
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
-        relative=args.relative, recalibrate=args.recalibrate_bn,
+        relative=args.relative, recalibrate=args.recalibrate_bn, flops_target=args.flops_target,
         val_limit=args.val_limit, metric=args.metric, decoder=args.decoder, score_threshold=args.score_threshold,
         train=train,
     )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import onnx
 
 from onnxprune.channel_groups import analyze_channels
 from onnxprune.cost import model_cost
+from onnxprune.flops_budget import threshold_for_flops
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import report_paths, write_prune_report
 from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
@@ -82,6 +84,7 @@ def prune(
     *,
     threshold: float | None = None,
     sparsity: float | None = None,
+    flops_target: float | None = None,
     sf: float = 0.9,
     sf_low: float = 0.5,
     sg: float = 0.9,
@@ -94,11 +97,13 @@ def prune(
     progress: bool = False,
 ) -> dict:
     """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
-    `output` (when given). Returns the JSON object `onnxprune prune --json` prints, with the
-    pruned `onnx.ModelProto` under the key "model" (not printed)."""
+    `output` (when given). The threshold is `threshold`, or the one at which `sparsity` of the
+    pruned layers' weights count as zero, or the smallest that removes `flops_target` of the
+    FLOPs. Returns the JSON object `onnxprune prune --json` prints, with the pruned
+    `onnx.ModelProto` under the key "model" (not printed)."""
     say = _Progress(progress)
-    if sum(x is not None for x in (threshold, sparsity, plan)) > 1:
-        raise InputError("give one of --threshold, --sparsity and --plan")
+    if sum(x is not None for x in (threshold, sparsity, flops_target, plan)) > 1:
+        raise InputError("give one of --threshold, --sparsity, --flops-target and --plan")
     if output is not None:
         _check_output(output, model)
     say("loading and analysing channel groups")
@@ -113,6 +118,10 @@ def prune(
             t = threshold_for_sparsity(analysis, sparsity, tuple(layers), fold_bn, relative)
         criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to,
                             fold_bn=fold_bn, relative=relative)  # fmt: skip
+        if flops_target is not None:
+            say(f"searching the threshold that removes {100 * flops_target:g}% of the FLOPs")
+            t = threshold_for_flops(analysis, flops_target, criteria)
+            criteria = replace(criteria, threshold=t)
         say(f"selecting filters at threshold {t:.6g}")
         chosen, _ = select(analysis, criteria)
     if plan_out is not None:
@@ -132,6 +141,7 @@ def prune(
         "flops_before": before.flops,
         "flops_after": after.flops,
         "threshold": t,
+        "flops_target": flops_target,
         "plan": str(plan_out) if plan_out is not None else None,
         "groups": [
             {"name": g.name, "producers": g.producers, "channels_before": g.channels_before,

@@ -2,6 +2,10 @@
 
     sparsify (optional) -> for each phase: sweep -> select + prune -> fine-tune -> bench -> report
 
+With `flops_target` each phase prunes at the smallest global threshold that meets a FLOPs budget
+instead of sweeping on the metric (`onnxprune.flops_budget`): phase k of n ends with k/n of the
+target removed.
+
 Each sweep judges, at every candidate threshold, the model Algorithm 1 would prune there (the
 paper judges the thresholded model, which overestimates the pruned one; `sweep_pruned=False`
 restores that). Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and
@@ -24,9 +28,12 @@ from pathlib import Path
 import onnx
 
 from onnxprune.bench import bench
+from onnxprune.channel_groups import analyze_channels
 from onnxprune.commands import prune
+from onnxprune.cost import model_cost
 from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate.choice import choose_evaluator
+from onnxprune.flops_budget import threshold_for_flops
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_prune_report
 from onnxprune.selection import Criteria
@@ -60,6 +67,7 @@ class CompressConfig:
     fold_bn: bool | None = None  # judge BatchNorm-ed convs as deployed; None: when L1 trains BatchNorm's scales
     relative: bool = False  # thresholds in units of each layer's RMS weight (selection.stats_weight)
     recalibrate: int = 0  # training images to re-estimate BatchNorm statistics on before judging a candidate
+    flops_target: float | None = None  # prune to this share of FLOPs fewer (flops_budget.py) instead of sweeping
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -79,6 +87,8 @@ def compress(
         raise InputError(f"{out}: the output folder {out.parent} does not exist")
     if config.recalibrate < 0:
         raise InputError(f"--recalibrate-bn must be >= 0 (images); got {config.recalibrate}")
+    if config.flops_target is not None and not 0.0 < config.flops_target < 1.0:
+        raise InputError(f"--flops-target must be in (0, 1) (the share of FLOPs to remove); got {config.flops_target}")
     stages = out.with_name(out.name + ".stages")
     stages.mkdir(exist_ok=True)
     original = load_model(model)
@@ -112,44 +122,58 @@ def compress(
         epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
 
+    flops_original = model_cost(original).flops
     for k, layers in enumerate(config.phases, start=1):
         pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
-        searched = stages / f"{k}_sweep.json"
-        if searched.exists():  # resumed: the search is the slowest stage to repeat
-            result = SweepResult.from_json(json.loads(searched.read_text()))
+        criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, layers=layers, round_to=config.round_to,
+                            fold_bn=fold_bn, relative=config.relative)  # fmt: skip
+        if config.flops_target is not None:
+            # Phase k brings the model to k/n of the FLOPs target.
+            goal = flops_original * (1 - config.flops_target * k / len(config.phases))
+            threshold = _budget_threshold(current, goal, criteria, stages / f"{k}_budget.json")
+            if threshold is None:
+                say(f"phase {k}: the model already has at most the phase's FLOPs; nothing pruned")
+                report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": "FLOPs at the target"})
+                continue
+            stage = {"stage": f"phase {k}", "layers": list(layers), "threshold": threshold, "flops_goal": int(goal)}
         else:
-            criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, round_to=config.round_to)
-            result = sweep(current, judge, config.tolerance, layers=layers, progress=progress,
-                           prune=criteria if config.sweep_pruned else None, fold_bn=fold_bn,
-                           baseline=metric if judge is evaluator else None,
-                           relative=config.relative)  # fmt: skip
-            searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
-            plot(result, stages / f"{k}_sweep.png")
-        if result.chosen is None:
-            say(f"phase {k}: no threshold within tolerance ({result.stopped}); nothing pruned")
-            report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": result.stopped})
-            continue
-        threshold = result.chosen.threshold
+            stage = None
+            searched = stages / f"{k}_sweep.json"
+            if searched.exists():  # resumed: the search is the slowest stage to repeat
+                result = SweepResult.from_json(json.loads(searched.read_text()))
+            else:
+                result = sweep(current, judge, config.tolerance, layers=layers, progress=progress,
+                               prune=criteria if config.sweep_pruned else None, fold_bn=fold_bn,
+                               baseline=metric if judge is evaluator else None,
+                               relative=config.relative)  # fmt: skip
+                searched.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+                plot(result, stages / f"{k}_sweep.png")
+            if result.chosen is None:
+                say(f"phase {k}: no threshold within tolerance ({result.stopped}); nothing pruned")
+                report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": result.stopped})
+                continue
+            threshold = result.chosen.threshold
         if not pruned.exists():
-            say(f"phase {k}: prune at threshold {threshold:.4g} ({100 * result.chosen.sparsity:.1f}% sparsity)")
+            say(f"phase {k}: prune at threshold {threshold:.4g}")
             prune(current, pruned, threshold=threshold, sf=config.sf, sf_low=config.sf_low, sg=config.sg,
                   layers=layers, round_to=config.round_to, fold_bn=fold_bn, relative=config.relative)  # fmt: skip
             if isinstance(judge, Recalibrated):  # fine-tuning starts from the statistics it was judged with
                 save_model(recalibrate_batchnorm(pruned, judge.images, preprocess), pruned)
+        if stage is not None:  # pruned to a budget: judged now, as the sweep would have
+            stage["metric_pruned"] = evaluator(pruned)
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
             train(pruned, tuned, data, teacher=teacher, config=cfg, progress=progress)
-        # A sweep that judged pruned models has measured this one already.
-        metric_pruned = result.chosen.metric if result.judged == "pruned" else evaluator(pruned)
         current, metric = tuned, evaluator(tuned)
         epochs += config.finetune_epochs
-        report["stages"].append({
-            "stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
-            "sparsity": result.chosen.sparsity, "metric_pruned": metric_pruned, "metric_tuned": metric,
-            "batchnorm_recalibrated": judge is not evaluator,
-            "sweep": result.to_json(), "plot": str(stages / f"{k}_sweep.png"),
-        })  # fmt: skip
+        if stage is None:
+            # A sweep that judged pruned models has measured this one already.
+            metric_pruned = result.chosen.metric if result.judged == "pruned" else evaluator(pruned)
+            stage = {"stage": f"phase {k}", "layers": list(layers), "threshold": threshold,
+                     "sparsity": result.chosen.sparsity, "metric_pruned": metric_pruned,
+                     "sweep": result.to_json(), "plot": str(stages / f"{k}_sweep.png")}  # fmt: skip
+        report["stages"].append(stage | {"metric_tuned": metric, "batchnorm_recalibrated": judge is not evaluator})
 
     shutil.copyfile(current, out)
     report["metric_after"] = metric
@@ -168,6 +192,20 @@ def compress(
     write_prune_report(out, report, f"Compression of {model}")
     say(f"wrote {out} and {out.name}.report.{{json,md,png}}")
     return report
+
+
+def _budget_threshold(current: Path, goal: float, criteria: Criteria, saved: Path) -> float | None:
+    """The threshold of one phase pruned to `goal` FLOPs (kept in `saved` for a resumed run);
+    None when the model entering the phase already has at most `goal` FLOPs."""
+    if saved.exists():
+        return json.loads(saved.read_text())["threshold"]
+    model = load_model(current)
+    flops = model_cost(model).flops
+    if flops <= goal:
+        return None
+    threshold = threshold_for_flops(analyze_channels(model), 1 - goal / flops, criteria)
+    saved.write_text(json.dumps({"flops_goal": goal, "threshold": threshold}) + "\n")
+    return threshold
 
 
 def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressConfig, epochs: int, evaluator, say,

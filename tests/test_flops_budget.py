@@ -1,0 +1,103 @@
+"""Pruning to a FLOPs budget (`prune/compress --flops-target`): a plan's cost without the surgery
+equals the pruned model's count, the threshold found is the smallest that meets the budget, and
+both commands use it."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import pytest
+import topologies as T
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxprune import cli, prune, stats
+from onnxprune.channel_groups import analyze_channels
+from onnxprune.cost import model_cost
+from onnxprune.flops_budget import PlanCost, threshold_for_flops
+from onnxprune.model_io import InputError
+from onnxprune.selection import Criteria, layer_weights, select
+
+TOPOLOGIES = [T.vgg_chain(), T.vgg_chain("separate"), T.resnet_blocks(), T.inception_concat(), T.mobilenet_dw("separate"),
+              T.fpn_resize_add(), T.ssd_heads()]  # fmt: skip
+
+
+def _sparse(model: onnx.ModelProto) -> onnx.ModelProto:
+    return T.with_small_weights(copy.deepcopy(model))
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES, ids=lambda t: t.name)
+@settings(max_examples=6, deadline=None)
+@given(sparsity=st.floats(0.05, 1.0), sf=st.floats(0.3, 1.0))
+def test_plan_cost_equals_the_pruned_models_count(topology, sparsity, sf):
+    model = _sparse(topology.model)
+    analysis = analyze_channels(model)
+    t = stats.threshold_for_sparsity(list(layer_weights(analysis).values()), sparsity)
+    plan, _ = select(analysis, Criteria(threshold=t, sf=sf, sf_low=min(sf, 0.5)))
+    pruned = prune(model, plan=plan)["model"]
+    assert PlanCost(analysis).macs_after(plan.keep) == model_cost(pruned).macs
+
+
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("target", [0.2, 0.5])
+def test_the_threshold_is_the_smallest_that_meets_the_budget(target, relative):
+    model = _sparse(T.vgg_chain("separate").model)
+    criteria = Criteria(relative=relative)
+    t = threshold_for_flops(analyze_channels(model), target, criteria)
+    flops0 = model_cost(model).flops
+    assert prune(model, threshold=t, relative=relative)["flops_after"] <= (1 - target) * flops0
+    # The next weight magnitude below t (in the statistics' view) misses the budget.
+    magnitudes = np.abs(np.concatenate([w.ravel() for w in layer_weights(analyze_channels(model), relative=relative).values()]))
+    below = float(magnitudes[magnitudes < t].max())
+    assert prune(model, threshold=below, relative=relative)["flops_after"] > (1 - target) * flops0
+
+
+def test_an_unreachable_budget_says_how_much_is_possible():
+    model = T.vgg_chain().model
+    with pytest.raises(InputError, match=r"can remove at most \d+\.\d% of the FLOPs"):
+        threshold_for_flops(analyze_channels(model), 0.9, Criteria(layers=("/conv1/*",)))
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(InputError, match="--flops-target"):
+            threshold_for_flops(analyze_channels(model), bad, Criteria())
+
+
+def test_prune_cli_with_a_flops_target(tmp_path, capsys):
+    src, out = tmp_path / "m.onnx", tmp_path / "p.onnx"
+    onnx.save(_sparse(T.resnet_blocks().model), src)
+    assert cli.main(["prune", str(src), "-o", str(out), "--flops-target", "0.3", "--relative", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["flops_target"] == 0.3 and report["flops_after"] <= 0.7 * report["flops_before"]
+    assert report["flops_after"] == model_cost(onnx.load(out)).flops
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["prune", str(src), "-o", str(out), "--flops-target", "0.3", "--threshold", "0.1"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert cli.main(["prune", str(src), "-o", str(out), "--flops-target", "1.5"]) == 2
+    assert "--flops-target must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_compress_with_a_flops_target_in_two_phases(tmp_path, capsys):
+    model = T.dynamic_batch(T.vgg_chain("separate").model)
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    data = T.labelled_npz(tmp_path / "train.npz", 32)
+    out = tmp_path / "small.onnx"
+    args = ["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--phases", "/conv1/*,/conv2/*", "/conv3/*",
+            "--flops-target", "0.3", "--relative", "--finetune-epochs", "1", "--batch-size", "8", "--no-augment",
+            "--recalibrate-bn", "16", "--json"]  # fmt: skip
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    first, second = report["stages"]
+    flops0 = model_cost(model).flops
+    assert first["flops_goal"] == int(flops0 * 0.85) and second["flops_goal"] == int(flops0 * 0.7)
+    assert model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")).flops <= first["flops_goal"]
+    assert report["flops_after"] <= 0.7 * report["flops_before"]
+    assert first["batchnorm_recalibrated"] is True and 0 <= first["metric_pruned"] <= 1
+    assert "sweep" not in first, "a budget replaces the metric sweep"
+    first_bytes = out.read_bytes()
+    assert cli.main(args) == 0 and out.read_bytes() == first_bytes, "a second run resumes from the stages"
+    capsys.readouterr()
+    assert cli.main([*args[:-1], "--flops-target", "1.5"]) == 2
+    assert "--flops-target" in capsys.readouterr().err
