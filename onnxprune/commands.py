@@ -183,8 +183,9 @@ def format_analysis(report: dict) -> str:
 
 def format_prune(report: dict) -> str:
     changed = [g for g in report["groups"] if g["channels_after"] != g["channels_before"]]
+    chosen = f" (the smallest for {100 * report['flops_target']:g}% fewer FLOPs)" if report.get("flops_target") else ""
     lines = [
-        f"threshold {report['threshold']:.6g}: {len(changed)} groups lost channels",
+        f"threshold {report['threshold']:.6g}{chosen}: {len(changed)} groups lost channels",
         f"parameters {report['params_before']:,} -> {report['params_after']:,} "
         f"({report['params_before'] / max(report['params_after'], 1):.2f}x smaller)",
         f"FLOPs      {report['flops_before']:,} -> {report['flops_after']:,} "

@@ -71,6 +71,8 @@ def test_prune_cli_with_a_flops_target(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["flops_target"] == 0.3 and report["flops_after"] <= 0.7 * report["flops_before"]
     assert report["flops_after"] == model_cost(onnx.load(out)).flops
+    assert cli.main(["prune", str(src), "-o", str(out), "--flops-target", "0.3", "--relative"]) == 0
+    assert "(the smallest for 30% fewer FLOPs)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         cli.main(["prune", str(src), "-o", str(out), "--flops-target", "0.3", "--threshold", "0.1"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
