@@ -14,7 +14,7 @@ import onnx
 
 from onnxprune.channel_groups import analyze_channels
 from onnxprune.cost import model_cost
-from onnxprune.flops_budget import threshold_for_flops
+from onnxprune.budget import threshold_for_budget
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import report_paths, write_prune_report
 from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
@@ -85,6 +85,7 @@ def prune(
     threshold: float | None = None,
     sparsity: float | None = None,
     flops_target: float | None = None,
+    params_target: float | None = None,
     sf: float = 0.9,
     sf_low: float = 0.5,
     sg: float = 0.9,
@@ -99,11 +100,11 @@ def prune(
     """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
     `output` (when given). The threshold is `threshold`, or the one at which `sparsity` of the
     pruned layers' weights count as zero, or the smallest that removes `flops_target` of the
-    FLOPs. Returns the JSON object `onnxprune prune --json` prints, with the pruned
-    `onnx.ModelProto` under the key "model" (not printed)."""
+    FLOPs (`params_target` of the parameters). Returns the JSON object `onnxprune prune --json`
+    prints, with the pruned `onnx.ModelProto` under the key "model" (not printed)."""
     say = _Progress(progress)
-    if sum(x is not None for x in (threshold, sparsity, flops_target, plan)) > 1:
-        raise InputError("give one of --threshold, --sparsity, --flops-target and --plan")
+    if sum(x is not None for x in (threshold, sparsity, flops_target, params_target, plan)) > 1:
+        raise InputError("give one of --threshold, --sparsity, --flops-target, --params-target and --plan")
     if output is not None:
         _check_output(output, model)
     say("loading and analysing channel groups")
@@ -118,10 +119,11 @@ def prune(
             t = threshold_for_sparsity(analysis, sparsity, tuple(layers), fold_bn, relative)
         criteria = Criteria(threshold=t, sf=sf, sf_low=sf_low, sg=sg, layers=tuple(layers), round_to=round_to,
                             fold_bn=fold_bn, relative=relative)  # fmt: skip
-        if flops_target is not None:
-            say(f"searching the threshold that removes {100 * flops_target:g}% of the FLOPs")
-            t = threshold_for_flops(analysis, flops_target, criteria)
-            criteria = replace(criteria, threshold=t)
+        for measure, target in (("flops", flops_target), ("params", params_target)):
+            if target is not None:
+                say(f"searching the threshold that removes {100 * target:g}% of the {measure}")
+                t = threshold_for_budget(analysis, target, criteria, measure)
+                criteria = replace(criteria, threshold=t)
         say(f"selecting filters at threshold {t:.6g}")
         chosen, _ = select(analysis, criteria)
     if plan_out is not None:
@@ -142,6 +144,7 @@ def prune(
         "flops_after": after.flops,
         "threshold": t,
         "flops_target": flops_target,
+        "params_target": params_target,
         "plan": str(plan_out) if plan_out is not None else None,
         "groups": [
             {"name": g.name, "producers": g.producers, "channels_before": g.channels_before,
@@ -183,7 +186,10 @@ def format_analysis(report: dict) -> str:
 
 def format_prune(report: dict) -> str:
     changed = [g for g in report["groups"] if g["channels_after"] != g["channels_before"]]
-    chosen = f" (the smallest for {100 * report['flops_target']:g}% fewer FLOPs)" if report.get("flops_target") else ""
+    chosen = ""
+    for key, what in (("flops_target", "FLOPs"), ("params_target", "parameters")):
+        if report.get(key):
+            chosen = f" (the smallest for {100 * report[key]:g}% fewer {what})"
     lines = [
         f"threshold {report['threshold']:.6g}{chosen}: {len(changed)} groups lost channels",
         f"parameters {report['params_before']:,} -> {report['params_after']:,} "

@@ -2,9 +2,10 @@
 
     sparsify (optional) -> for each phase: sweep -> select + prune -> fine-tune -> bench -> report
 
-With `flops_target` each phase prunes at the smallest global threshold that meets a FLOPs budget
-instead of sweeping on the metric (`onnxprune.flops_budget`): phase k of n ends with k/n of the
-target removed.
+With `flops_target` (or `params_target`) each phase prunes at the smallest global threshold that
+meets a FLOPs (parameter) budget instead of sweeping on the metric (`onnxprune.budget`): each
+phase removes the same share of what its layers could remove at most, the last one reaching the
+target.
 
 Each sweep judges, at every candidate threshold, the model Algorithm 1 would prune there (the
 paper judges the thresholded model, which overestimates the pruned one; `sweep_pruned=False`
@@ -33,7 +34,7 @@ from onnxprune.commands import prune
 from onnxprune.cost import model_cost
 from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate.choice import choose_evaluator
-from onnxprune.flops_budget import threshold_for_flops
+from onnxprune.budget import MEASURES, phase_goals, threshold_for_budget
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_prune_report
 from onnxprune.selection import Criteria
@@ -67,7 +68,8 @@ class CompressConfig:
     fold_bn: bool | None = None  # judge BatchNorm-ed convs as deployed; None: when L1 trains BatchNorm's scales
     relative: bool = False  # thresholds in units of each layer's RMS weight (selection.stats_weight)
     recalibrate: int = 0  # training images to re-estimate BatchNorm statistics on before judging a candidate
-    flops_target: float | None = None  # prune to this share of FLOPs fewer (flops_budget.py) instead of sweeping
+    flops_target: float | None = None  # prune to this share of FLOPs fewer (budget.py) instead of sweeping
+    params_target: float | None = None  # ... or to this share of parameters fewer
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -87,8 +89,7 @@ def compress(
         raise InputError(f"{out}: the output folder {out.parent} does not exist")
     if config.recalibrate < 0:
         raise InputError(f"--recalibrate-bn must be >= 0 (images); got {config.recalibrate}")
-    if config.flops_target is not None and not 0.0 < config.flops_target < 1.0:
-        raise InputError(f"--flops-target must be in (0, 1) (the share of FLOPs to remove); got {config.flops_target}")
+    budget = _budget(config)
     stages = out.with_name(out.name + ".stages")
     stages.mkdir(exist_ok=True)
     original = load_model(model)
@@ -122,20 +123,21 @@ def compress(
         epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
 
-    flops_original = model_cost(original).flops
-    for k, layers in enumerate(config.phases, start=1):
+    criteria_of = [Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, layers=layers, round_to=config.round_to,
+                            fold_bn=fold_bn, relative=config.relative) for layers in config.phases]  # fmt: skip
+    if budget is not None:
+        measure, target = budget
+        goals = phase_goals(analyze_channels(original), criteria_of, target, measure)
+    for k, (layers, criteria) in enumerate(zip(config.phases, criteria_of, strict=True), start=1):
         pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
-        criteria = Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, layers=layers, round_to=config.round_to,
-                            fold_bn=fold_bn, relative=config.relative)  # fmt: skip
-        if config.flops_target is not None:
-            # Phase k brings the model to k/n of the FLOPs target.
-            goal = flops_original * (1 - config.flops_target * k / len(config.phases))
-            threshold = _budget_threshold(current, goal, criteria, stages / f"{k}_budget.json")
+        if budget is not None:
+            goal = goals[k - 1]
+            threshold = _budget_threshold(current, goal, criteria, stages / f"{k}_budget.json", measure)
             if threshold is None:
-                say(f"phase {k}: the model already has at most the phase's FLOPs; nothing pruned")
-                report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": "FLOPs at the target"})
+                say(f"phase {k}: the model already has at most the phase's {measure}; nothing pruned")
+                report["stages"].append({"stage": f"phase {k}", "layers": list(layers), "stopped": f"{measure} at the target"})
                 continue
-            stage = {"stage": f"phase {k}", "layers": list(layers), "threshold": threshold, "flops_goal": int(goal)}
+            stage = {"stage": f"phase {k}", "layers": list(layers), "threshold": threshold, f"{measure}_goal": int(goal)}
         else:
             stage = None
             searched = stages / f"{k}_sweep.json"
@@ -194,17 +196,30 @@ def compress(
     return report
 
 
-def _budget_threshold(current: Path, goal: float, criteria: Criteria, saved: Path) -> float | None:
-    """The threshold of one phase pruned to `goal` FLOPs (kept in `saved` for a resumed run);
-    None when the model entering the phase already has at most `goal` FLOPs."""
+def _budget(config: CompressConfig) -> tuple[str, float] | None:
+    """(measure, share to remove) of a budgeted run, None for metric sweeps; checked."""
+    if config.flops_target is not None and config.params_target is not None:
+        raise InputError("give one of --flops-target and --params-target")
+    for measure in MEASURES:
+        target = getattr(config, f"{measure}_target")
+        if target is not None:
+            if not 0.0 < target < 1.0:
+                raise InputError(f"--{measure}-target must be in (0, 1) (the share to remove); got {target}")
+            return measure, target
+    return None
+
+
+def _budget_threshold(current: Path, goal: float, criteria: Criteria, saved: Path, measure: str) -> float | None:
+    """The threshold of one phase pruned to `goal` FLOPs or parameters (`measure`; kept in
+    `saved` for a resumed run); None when the model entering the phase is already within it."""
     if saved.exists():
         return json.loads(saved.read_text())["threshold"]
     model = load_model(current)
-    flops = model_cost(model).flops
-    if flops <= goal:
+    now = getattr(model_cost(model), measure)
+    if now <= goal:
         return None
-    threshold = threshold_for_flops(analyze_channels(model), 1 - goal / flops, criteria)
-    saved.write_text(json.dumps({"flops_goal": goal, "threshold": threshold}) + "\n")
+    threshold = threshold_for_budget(analyze_channels(model), 1 - goal / now, criteria, measure)
+    saved.write_text(json.dumps({f"{measure}_goal": goal, "threshold": threshold}) + "\n")
     return threshold
 
 

@@ -123,6 +123,28 @@ def test_resume_continues_from_the_checkpoint(vgg, labelled, tmp_path, capsys):
     assert [h["epoch"] for h in json.loads(stdout)["history"]] == [1, 2, 3]
 
 
+def test_adamw_trains_resumes_and_differs_from_sgd(vgg, labelled, tmp_path, capsys):
+    from onnxprune.train.loop import OPTIMIZERS, TrainConfig
+    from onnxprune.model_io import InputError
+
+    assert cli._OPTIMIZERS == OPTIMIZERS
+    with pytest.raises(InputError, match="--optimizer must be one of sgd, adamw"):
+        TrainConfig(optimizer="adam")
+    outs = {}
+    for name in OPTIMIZERS:
+        out = tmp_path / f"{name}.onnx"
+        base = ["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--batch-size", "8", "--optimizer",
+                name, "--lr", "0.003", "--json"]  # fmt: skip
+        assert _run([*base, "--epochs", "1"], capsys)[0] == 0
+        code, stdout, _ = _run([*base, "--epochs", "2", "--resume"], capsys)
+        assert code == 0 and [h["epoch"] for h in json.loads(stdout)["history"]] == [1, 2]
+        assert all(np.isfinite(h["loss"]) for h in json.loads(stdout)["history"])
+        outs[name] = [onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+    assert any(not np.array_equal(a, b) for a, b in zip(outs["sgd"], outs["adamw"], strict=True))
+    code, _, err = _run([*base[:-1], "--optimizer", "sgd", "--epochs", "3", "--resume"], capsys)
+    assert code == 2 and "was trained with --optimizer adamw" in err
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

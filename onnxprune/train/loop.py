@@ -29,7 +29,9 @@ from onnxprune.train.augment import augment, box_targets
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
-__all__ = ["TrainConfig", "model_input_size", "train"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "model_input_size", "train"]
+
+OPTIMIZERS = ("sgd", "adamw")
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None], torch.Tensor]
 
@@ -41,6 +43,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     lr: float = 0.01
+    optimizer: str = "sgd"  # OPTIMIZERS: SGD with Nesterov momentum, or AdamW (detectors train far faster with it)
     l1: float = 0.0
     layers: tuple[str, ...] = ("*",)
     l1_groups: str = "weights"  # "filters" / "channels": group lasso on filters / BatchNorm channels (train.l1)
@@ -60,6 +63,8 @@ class TrainConfig:
             raise InputError(f"--epochs and --batch-size must be >= 1; got {self.epochs} and {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"--lr must be > 0; got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if not self.l1 >= 0:
             raise InputError(f"--l1 must be >= 0; got {self.l1}")
         if self.add_bn and self.l1 > 0:
@@ -203,7 +208,10 @@ def train(
     val_set = load_images(val, size) if val is not None else None
     l1 = L1Sparsity(module, config.l1, config.layers, config.l1_groups) if config.l1 > 0 else None
 
-    optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=1e-4)
+    else:
+        optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = max(1, -(-len(images) // (config.batch_size * dist.world)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     checkpoint = out_path.with_name(out_path.name + ".ckpt")
@@ -212,6 +220,9 @@ def train(
         if not checkpoint.is_file():
             raise InputError(f"--resume: no checkpoint at {checkpoint}")
         state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["config"].get("optimizer", "sgd") != config.optimizer:
+            raise InputError(f"--resume: {checkpoint} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
+                             f"resume with the same optimizer")  # fmt: skip
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -1,6 +1,6 @@
-"""Pruning to a FLOPs budget (`prune/compress --flops-target`): a plan's cost without the surgery
-equals the pruned model's count, the threshold found is the smallest that meets the budget, and
-both commands use it."""
+"""Pruning to a budget (`prune/compress --flops-target / --params-target`): a plan's FLOPs and
+parameters without the surgery equal the pruned model's counts, the threshold found is the
+smallest that meets the budget, and both commands use it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from onnxprune import cli, prune, stats
 from onnxprune.channel_groups import analyze_channels
 from onnxprune.cost import model_cost
-from onnxprune.flops_budget import PlanCost, threshold_for_flops
+from onnxprune.budget import PlanCost, phase_goals, threshold_for_budget
 from onnxprune.model_io import InputError
 from onnxprune.selection import Criteria, layer_weights, select
 
@@ -37,31 +37,49 @@ def test_plan_cost_equals_the_pruned_models_count(topology, sparsity, sf):
     analysis = analyze_channels(model)
     t = stats.threshold_for_sparsity(list(layer_weights(analysis).values()), sparsity)
     plan, _ = select(analysis, Criteria(threshold=t, sf=sf, sf_low=min(sf, 0.5)))
-    pruned = prune(model, plan=plan)["model"]
-    assert PlanCost(analysis).macs_after(plan.keep) == model_cost(pruned).macs
+    pruned = model_cost(prune(model, plan=plan)["model"])
+    cost = PlanCost(analysis)
+    assert (cost.after(plan.keep, "flops"), cost.after(plan.keep, "params")) == (pruned.flops, pruned.params)
 
 
+@pytest.mark.parametrize("measure", ["flops", "params"])
 @pytest.mark.parametrize("relative", [False, True])
 @pytest.mark.parametrize("target", [0.2, 0.5])
-def test_the_threshold_is_the_smallest_that_meets_the_budget(target, relative):
+def test_the_threshold_is_the_smallest_that_meets_the_budget(target, relative, measure):
     model = _sparse(T.vgg_chain("separate").model)
     criteria = Criteria(relative=relative)
-    t = threshold_for_flops(analyze_channels(model), target, criteria)
-    flops0 = model_cost(model).flops
-    assert prune(model, threshold=t, relative=relative)["flops_after"] <= (1 - target) * flops0
+    t = threshold_for_budget(analyze_channels(model), target, criteria, measure)
+    full = getattr(model_cost(model), measure)
+    assert prune(model, threshold=t, relative=relative)[f"{measure}_after"] <= (1 - target) * full
     # The next weight magnitude below t (in the statistics' view) misses the budget.
     magnitudes = np.abs(np.concatenate([w.ravel() for w in layer_weights(analyze_channels(model), relative=relative).values()]))
     below = float(magnitudes[magnitudes < t].max())
-    assert prune(model, threshold=below, relative=relative)["flops_after"] > (1 - target) * flops0
+    assert prune(model, threshold=below, relative=relative)[f"{measure}_after"] > (1 - target) * full
 
 
 def test_an_unreachable_budget_says_how_much_is_possible():
     model = T.vgg_chain().model
     with pytest.raises(InputError, match=r"can remove at most \d+\.\d% of the FLOPs"):
-        threshold_for_flops(analyze_channels(model), 0.9, Criteria(layers=("/conv1/*",)))
+        threshold_for_budget(analyze_channels(model), 0.9, Criteria(layers=("/conv1/*",)))
+    with pytest.raises(InputError, match=r"can remove at most \d+\.\d% of the parameters \(--params-target"):
+        threshold_for_budget(analyze_channels(model), 0.9, Criteria(layers=("/conv1/*",)), "params")
     for bad in (0.0, 1.0, -0.5):
         with pytest.raises(InputError, match="--flops-target"):
-            threshold_for_flops(analyze_channels(model), bad, Criteria())
+            threshold_for_budget(analyze_channels(model), bad, Criteria())
+
+
+@pytest.mark.parametrize("measure", ["flops", "params"])
+def test_each_phase_takes_the_same_share_of_what_its_layers_can_remove(measure):
+    model = T.vgg_chain("separate").model
+    phases = [("/conv1/*",), ("/conv2/*", "/conv3/*")]
+    goals = phase_goals(analyze_channels(model), [Criteria(layers=p) for p in phases], 0.12, measure)
+    full = getattr(model_cost(model), measure)
+    # What each phase's layers can remove at most, measured by pruning them with every weight zero.
+    room = [full - prune(model, threshold=1e9, layers=p)[f"{measure}_after"] for p in phases]
+    assert goals[-1] == pytest.approx(0.88 * full)
+    assert (full - goals[0]) / (full - goals[1]) == pytest.approx(room[0] / sum(room))
+    with pytest.raises(InputError, match=r"the phases' layers can remove at most \d+\.\d%"):
+        phase_goals(analyze_channels(model), [Criteria(layers=("/conv1/*",))], 0.9, measure)
 
 
 def test_prune_cli_with_a_flops_target(tmp_path, capsys):
@@ -78,6 +96,10 @@ def test_prune_cli_with_a_flops_target(tmp_path, capsys):
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert cli.main(["prune", str(src), "-o", str(out), "--flops-target", "1.5"]) == 2
     assert "--flops-target must be in (0, 1)" in capsys.readouterr().err
+    assert cli.main(["prune", str(src), "-o", str(out), "--params-target", "0.4", "--relative", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["params_target"] == 0.4 and report["params_after"] <= 0.6 * report["params_before"]
+    assert report["params_after"] == model_cost(onnx.load(out)).params
 
 
 def test_compress_with_a_flops_target_in_two_phases(tmp_path, capsys):
@@ -93,7 +115,7 @@ def test_compress_with_a_flops_target_in_two_phases(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     first, second = report["stages"]
     flops0 = model_cost(model).flops
-    assert first["flops_goal"] == int(flops0 * 0.85) and second["flops_goal"] == int(flops0 * 0.7)
+    assert flops0 > first["flops_goal"] > second["flops_goal"] == int(flops0 * 0.7)
     assert model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")).flops <= first["flops_goal"]
     assert report["flops_after"] <= 0.7 * report["flops_before"]
     assert first["batchnorm_recalibrated"] is True and 0 <= first["metric_pruned"] <= 1
@@ -103,3 +125,24 @@ def test_compress_with_a_flops_target_in_two_phases(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*args[:-1], "--flops-target", "1.5"]) == 2
     assert "--flops-target" in capsys.readouterr().err
+
+
+def test_compress_with_a_parameter_target(tmp_path, capsys):
+    model = T.dynamic_batch(T.vgg_chain("separate").model)
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    data = T.labelled_npz(tmp_path / "train.npz", 32)
+    out = tmp_path / "small.onnx"
+    args = ["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--phases", "/conv1/*,/conv2/*", "/conv3/*",
+            "--params-target", "0.12", "--relative", "--finetune-epochs", "1", "--batch-size", "8", "--no-augment",
+            "--json"]  # fmt: skip
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    first, second = report["stages"]
+    params0 = model_cost(model).params
+    assert params0 > first["params_goal"] > second["params_goal"] == int(params0 * 0.88)
+    assert model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")).params <= first["params_goal"]
+    assert report["params_after"] <= 0.88 * report["params_before"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--flops-target", "0.3"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
