@@ -3,8 +3,11 @@
 1. train the tiny SSD (`onnxprune.zoo.TINY_SSD`, VGG16-SSD300 shape at 1/8 width, 160x160 input)
    on the built-in shapes detection set (`shapes:train`), export it to ONNX;
 2. `compress` it: L1 sparsity training, then the paper's 4 phases (conv1_1..conv4_3,
-   conv5_1..fc7, conv8_*, conv9_*..conv11_*), each a global-threshold sweep on mAP@0.5 of
-   `shapes:val`, filter selection (Algorithm 1), removal and fine-tuning with the multibox loss;
+   conv5_1..fc7, conv8_*, conv9_*..conv11_1), each a global threshold, filter selection
+   (Algorithm 1), removal and fine-tuning with the multibox loss. Minutes of L1 do not make the
+   sparsity the paper's threshold sweep needs (its hours do), so the threshold of each phase is
+   the smallest that brings the model to its share of a parameter budget (`--params-target`:
+   each phase removes the same share of what its layers can remove);
 3. report: channels per layer before/after (the paper's Table 1), parameters, size, FLOPs, mAP@0.5
    and onnxruntime latency before/after, plots (all written next to the pruned model).
 """
@@ -27,6 +30,10 @@ PAPER_PHASES = (
     ("conv8_?",),
     ("conv9_?", "conv10_?", "conv11_?", "conv12_?"),
 )
+# The demo's: the same, but the last extra layer keeps its channels. conv11_2 alone feeds the
+# head of the largest objects; cut from 32 to 16 channels it cost the tiny SSD 8 points of mAP
+# that 5 epochs did not win back (to 8: 30 points), for 2% of the parameters.
+DEMO_PHASES = (*PAPER_PHASES[:3], ("conv9_?", "conv10_?", "conv11_1"))
 
 # The tiny SSD's input: RGB, 160x160, pixels centred on 0.5 and scaled by 4.
 PREPROCESS = Preprocess((160, 160), 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -39,13 +46,13 @@ class DemoConfig:
     train_images: int = 1000
     val_images: int = 300
     train_epochs: int = 10
-    sparsify_epochs: int = 3
-    finetune_epochs: int = 1
+    sparsify_epochs: int = 2
+    finetune_epochs: int = 4
     l1: float = 0.03
-    tolerance: float = 0.03
+    params_target: float = 0.7  # the share of the parameters removed over the 4 phases (3.3x fewer)
     round_to: int = 8  # onnxruntime's fast CPU convolutions want channel counts in multiples of 8
     lr: float = 0.003
-    finetune_lr: float = 0.01
+    finetune_lr: float = 0.003  # AdamW, as the dense training; a BatchNorm after each conv while training
     batch_size: int = 32
 
 
@@ -91,10 +98,13 @@ def run(out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: bool =
                 batch_size=config.batch_size, lr=config.lr, progress=progress)  # fmt: skip
         fit_seconds = time.perf_counter() - fit_start
         export_ssd(model, dense)
-    train = TrainConfig(batch_size=config.batch_size, lr=config.finetune_lr, preprocess=PREPROCESS)
+    train = TrainConfig(batch_size=config.batch_size, lr=config.finetune_lr, optimizer="adamw", add_bn=True,
+                        preprocess=PREPROCESS)  # fmt: skip
+    # Raw relative thresholds with the cut-offs that ranked channels best on ResNet-20 (README).
     compress_config = CompressConfig(
-        phases=PAPER_PHASES, sparsify_epochs=config.sparsify_epochs, finetune_epochs=config.finetune_epochs,
-        l1=config.l1, tolerance=config.tolerance, round_to=config.round_to, metric="map", train=train,
+        phases=DEMO_PHASES, sparsify_epochs=config.sparsify_epochs, finetune_epochs=config.finetune_epochs,
+        l1=config.l1, params_target=config.params_target, relative=True, sf=0.7, sf_low=0.3, sg=0.7,
+        round_to=config.round_to, metric="map", train=train,
     )  # fmt: skip
     report = compress(dense, pruned, train_spec, val=val_spec, config=compress_config,
                       progress=progress)  # fmt: skip
@@ -121,6 +131,6 @@ def format_report(report: dict) -> str:
         f"({report['speedup']:.2f}x)",
         "",
         f"model: {report['output']}; report: {report['output']}.report.{{md,json,png}}; "
-        f"stages and sweep plots: {report['output']}.stages/; took {report['seconds']:.0f} s",
+        f"each stage's model and report: {report['output']}.stages/; took {report['seconds']:.0f} s",
     ]
     return "\n".join(["Channels per layer (the paper's Table 1 layout; heads keep theirs):", *rows, *figures])
