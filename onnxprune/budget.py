@@ -17,9 +17,16 @@ from onnxprune.cost import model_cost
 from onnxprune.model_io import InputError
 from onnxprune.selection import Criteria, layer_weights, select
 
-__all__ = ["MEASURES", "PlanCost", "phase_goals", "threshold_for_budget"]
+__all__ = ["MEASURES", "PlanCost", "check_target", "phase_goals", "threshold_for_budget"]
 
 MEASURES = ("flops", "params")  # what a budget counts; the option is --{measure}-target
+_WHAT = {"flops": "FLOPs", "params": "parameters"}
+
+
+def check_target(reduction: float, measure: str = "flops") -> None:
+    """InputError unless `reduction` is a share of the FLOPs or parameters that can be removed."""
+    if not 0.0 < reduction < 1.0:
+        raise InputError(f"--{measure}-target must be in (0, 1) (the share of {_WHAT[measure]} to remove); got {reduction}")
 
 
 class PlanCost:
@@ -75,9 +82,8 @@ def threshold_for_budget(analysis: ChannelAnalysis, reduction: float, criteria: 
     layers in L) at which Algorithm 1 under `criteria` removes at least `reduction` of the
     model's FLOPs (`measure="flops"`) or parameters. InputError when even every weight counted as
     zero does not remove that much."""
-    what = {"flops": "FLOPs", "params": "parameters"}[measure]
-    if not 0.0 < reduction < 1.0:
-        raise InputError(f"--{measure}-target must be in (0, 1) (the share of {what} to remove); got {reduction}")
+    check_target(reduction, measure)
+    what = _WHAT[measure]
     cost = PlanCost(analysis)
     total = cost.total[measure]
     goal = total * (1 - reduction)
@@ -103,11 +109,12 @@ def phase_goals(analysis: ChannelAnalysis, phases: list[Criteria], reduction: fl
     could remove at most (measured on `analysis`' model), so a phase over a few small layers is
     not asked for as much as one over the heavy ones. InputError when the phases together cannot
     remove that much."""
+    check_target(reduction, measure)
     cost = PlanCost(analysis)
     total = cost.total[measure]
     room = [total - _costing(analysis, criteria, cost, measure)(1.0)[1] for criteria in phases]
     if reduction * total > sum(room):
-        what = {"flops": "FLOPs", "params": "parameters"}[measure]
+        what = _WHAT[measure]
         raise InputError(f"the phases' layers can remove at most {100 * sum(room) / total:.1f}% of the {what} "
                          f"(--{measure}-target {reduction}); add layers or lower the target")  # fmt: skip
     done = np.cumsum(room) / sum(room)

@@ -34,7 +34,7 @@ from onnxprune.commands import prune
 from onnxprune.cost import model_cost
 from onnxprune.datasets import Preprocess, load_images
 from onnxprune.evaluate.choice import choose_evaluator
-from onnxprune.budget import MEASURES, phase_goals, threshold_for_budget
+from onnxprune.budget import MEASURES, check_target, phase_goals, threshold_for_budget
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_prune_report
 from onnxprune.selection import Criteria
@@ -203,8 +203,7 @@ def _budget(config: CompressConfig) -> tuple[str, float] | None:
     for measure in MEASURES:
         target = getattr(config, f"{measure}_target")
         if target is not None:
-            if not 0.0 < target < 1.0:
-                raise InputError(f"--{measure}-target must be in (0, 1) (the share to remove); got {target}")
+            check_target(target, measure)
             return measure, target
     return None
 
