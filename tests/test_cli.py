@@ -7,7 +7,7 @@ import sys
 import onnx
 import pytest
 
-from onnxprune import cli
+from onnxprune import cli, demo
 from onnxprune.zoo.ssd import read_ssd_metadata
 
 
@@ -24,6 +24,8 @@ def test_demo_quick_runs_the_whole_pipeline_and_reports(tmp_path, capsys):
     layers = {c["layer"]: c for c in result["channels"]}
     assert {"conv1_1", "conv4_3", "fc7", "conv11_2"} <= set(layers)
     assert all(c["after"] == c["before"] for name, c in layers.items() if "_mbox_" in name), "heads keep their outputs"
+    assert result["params_after"] <= (1 - demo.QUICK.params_target) * result["params_before"], "the budget is met"
+    assert layers["conv11_2"]["after"] == layers["conv11_2"]["before"], "outside the demo's phases"
     for suffix in (".report.md", ".report.png", ".report.json"):
         assert (tmp_path / ("tiny_ssd_pruned.onnx" + suffix)).is_file()
     assert "conv4_3" in (tmp_path / "tiny_ssd_pruned.onnx.report.md").read_text()
@@ -39,8 +41,6 @@ def test_bad_argument_exits_2_with_one_line(tmp_path):
 
 
 def test_demo_starts_over_when_its_folder_holds_another_configuration(tmp_path, monkeypatch):
-    from onnxprune import demo
-
     (tmp_path / "demo_config.json").write_text(json.dumps({"train_images": 1}))
     (tmp_path / "tiny_ssd.onnx").write_text("a model trained with other settings")
     (tmp_path / "tiny_ssd_pruned.onnx.stages").mkdir()
