@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     budget = comp.add_mutually_exclusive_group()
     budget.add_argument("--flops-target", type=float, metavar="F",
                         help="instead of sweeping on the metric, prune each phase at the smallest threshold that "
-                             "brings the model to this share of its FLOPs fewer (0.5: half), in equal steps over the "
-                             "phases")  # fmt: skip
+                             "brings the model to its part of this share of the FLOPs fewer (0.5: half); each phase "
+                             "takes the same share of what its layers can remove")  # fmt: skip
     budget.add_argument("--params-target", type=float, metavar="P",
                         help="the same for a share of the parameters (0.67: 3x fewer)")
     comp.add_argument("--batch-size", type=int, default=32)
