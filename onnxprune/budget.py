@@ -70,7 +70,7 @@ class PlanCost:
         for (key, axis), gone in removed.items():
             kept[key] *= self.dims[measure][(key, axis)] - len(gone)
             dims[key] *= self.dims[measure][(key, axis)]
-        left = sum(round(kept[k] / dims[k]) for k in full)
+        left = sum((2 * kept[k] + dims[k]) // (2 * dims[k]) for k in full)  # integers: exact past 2**53
         if measure == "flops":
             return 2 * left
         return self.total["params"] - sum(full.values()) + left
