@@ -110,6 +110,11 @@ def compress(
 
     current, metric = Path(model), report["metric_before"]  # the model entering the next stage
     fold_bn = config.train.l1_groups == "channels" if config.fold_bn is None else config.fold_bn
+    criteria_of = [Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, layers=layers, round_to=config.round_to,
+                            fold_bn=fold_bn, relative=config.relative) for layers in config.phases]  # fmt: skip
+    if budget is not None:  # before any training: a budget the phases cannot reach stops here
+        measure, share = budget
+        goals = phase_goals(analyze_channels(original), criteria_of, share, measure)
     epochs = 0  # the pipeline's training epochs, for the dense baseline
     if config.sparsify_epochs > 0:
         target = stages / "0_sparsified.onnx"
@@ -123,11 +128,6 @@ def compress(
         epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
 
-    criteria_of = [Criteria(sf=config.sf, sf_low=config.sf_low, sg=config.sg, layers=layers, round_to=config.round_to,
-                            fold_bn=fold_bn, relative=config.relative) for layers in config.phases]  # fmt: skip
-    if budget is not None:
-        measure, target = budget
-        goals = phase_goals(analyze_channels(original), criteria_of, target, measure)
     for k, (layers, criteria) in enumerate(zip(config.phases, criteria_of, strict=True), start=1):
         pruned, tuned = stages / f"{k}_pruned.onnx", stages / f"{k}_tuned.onnx"
         if budget is not None:

@@ -102,47 +102,38 @@ def test_prune_cli_with_a_flops_target(tmp_path, capsys):
     assert report["params_after"] == model_cost(onnx.load(out)).params
 
 
-def test_compress_with_a_flops_target_in_two_phases(tmp_path, capsys):
+@pytest.mark.parametrize(("measure", "target"), [("flops", 0.3), ("params", 0.12)])
+def test_compress_with_a_budget_in_two_phases(tmp_path, capsys, measure, target):
     model = T.dynamic_batch(T.vgg_chain("separate").model)
     src = tmp_path / "m.onnx"
     onnx.save(model, src)
     data = T.labelled_npz(tmp_path / "train.npz", 32)
     out = tmp_path / "small.onnx"
+    option = f"--{measure}-target"
     args = ["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--phases", "/conv1/*,/conv2/*", "/conv3/*",
-            "--flops-target", "0.3", "--relative", "--finetune-epochs", "1", "--batch-size", "8", "--no-augment",
+            option, str(target), "--relative", "--finetune-epochs", "1", "--batch-size", "8", "--no-augment",
             "--recalibrate-bn", "16", "--json"]  # fmt: skip
     assert cli.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     first, second = report["stages"]
-    flops0 = model_cost(model).flops
-    assert flops0 > first["flops_goal"] > second["flops_goal"] == int(flops0 * 0.7)
-    assert model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")).flops <= first["flops_goal"]
-    assert report["flops_after"] <= 0.7 * report["flops_before"]
+    full = getattr(model_cost(model), measure)
+    goal = f"{measure}_goal"
+    assert full > first[goal] > second[goal] == int(full * (1 - target))
+    assert getattr(model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")), measure) <= first[goal]
+    assert report[f"{measure}_after"] <= (1 - target) * report[f"{measure}_before"]
     assert first["batchnorm_recalibrated"] is True and 0 <= first["metric_pruned"] <= 1
     assert "sweep" not in first, "a budget replaces the metric sweep"
     first_bytes = out.read_bytes()
     assert cli.main(args) == 0 and out.read_bytes() == first_bytes, "a second run resumes from the stages"
     capsys.readouterr()
-    assert cli.main([*args[:-1], "--flops-target", "1.5"]) == 2
-    assert "--flops-target" in capsys.readouterr().err
-
-
-def test_compress_with_a_parameter_target(tmp_path, capsys):
-    model = T.dynamic_batch(T.vgg_chain("separate").model)
-    src = tmp_path / "m.onnx"
-    onnx.save(model, src)
-    data = T.labelled_npz(tmp_path / "train.npz", 32)
-    out = tmp_path / "small.onnx"
-    args = ["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--phases", "/conv1/*,/conv2/*", "/conv3/*",
-            "--params-target", "0.12", "--relative", "--finetune-epochs", "1", "--batch-size", "8", "--no-augment",
-            "--json"]  # fmt: skip
-    assert cli.main(args) == 0
-    report = json.loads(capsys.readouterr().out)
-    first, second = report["stages"]
-    params0 = model_cost(model).params
-    assert params0 > first["params_goal"] > second["params_goal"] == int(params0 * 0.88)
-    assert model_cost(onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")).params <= first["params_goal"]
-    assert report["params_after"] <= 0.88 * report["params_before"]
+    assert cli.main([*args[:-1], option, "1.5"]) == 2
+    assert option in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        cli.main([*args, "--flops-target", "0.3"])
+        cli.main([*args, "--flops-target" if measure == "params" else "--params-target", "0.3"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    # A budget the phases cannot reach stops before any training.
+    fresh = tmp_path / "unreachable.onnx"
+    assert cli.main(["compress", str(src), "-o", str(fresh), "--data", f"npz:{data}", "--phases", "/conv1/*", option,
+                     "0.9", "--sparsify-epochs", "1"]) == 2  # fmt: skip
+    assert "the phases' layers can remove at most" in capsys.readouterr().err
+    assert not (tmp_path / "unreachable.onnx.stages" / "0_sparsified.onnx").exists()
