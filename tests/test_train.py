@@ -145,6 +145,27 @@ def test_adamw_trains_resumes_and_differs_from_sgd(vgg, labelled, tmp_path, caps
     assert code == 2 and "was trained with --optimizer adamw" in err
 
 
+def test_gradient_clipping_auto_and_given(vgg, labelled, tmp_path, capsys):
+    """Auto: no limit with BatchNorm, 1 without (folded weights); a given limit bounds each step."""
+    from onnxprune.train.loop import auto_clip
+    from onnxprune.train.roundtrip import to_torch
+
+    assert auto_clip(to_torch(str(vgg)).module) == 0.0
+    assert auto_clip(to_torch(T.vgg_chain("folded").model).module) == 1.0
+
+    def conv_weights(path):
+        return [onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer if len(t.dims) == 4]
+
+    moved = {}
+    for clip in ("1e-9", "0"):
+        out = tmp_path / f"clip{clip}.onnx"
+        code, _, err = _run(["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", *FAST, "--clip-grad", clip],
+                            capsys)  # fmt: skip
+        assert code == 0, err
+        moved[clip] = max(float(np.abs(a - b).max()) for a, b in zip(conv_weights(out), conv_weights(vgg), strict=True))
+    assert moved["1e-9"] < 1e-8 < moved["0"]
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -153,6 +174,7 @@ def test_adamw_trains_resumes_and_differs_from_sgd(vgg, labelled, tmp_path, caps
         (["--size", "64x64"], "does not match the model's input"),
         (["--resume"], "no checkpoint"),
         (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
+        (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
     ],
 )
 def test_bad_arguments(vgg, labelled, tmp_path, capsys, extra, needle):

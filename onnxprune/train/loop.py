@@ -29,7 +29,7 @@ from onnxprune.train.augment import augment, box_targets
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "model_input_size", "train"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "auto_clip", "model_input_size", "train"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -48,7 +48,7 @@ class TrainConfig:
     layers: tuple[str, ...] = ("*",)
     l1_groups: str = "weights"  # "filters" / "channels": group lasso on filters / BatchNorm channels (train.l1)
     threshold: float = 1e-3  # for the sparsity reported each epoch
-    clip: float = 1.0  # gradient norm clipping
+    clip: float | None = None  # gradient-norm clipping; None: `auto_clip` (0: none)
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
     freeze_bn: bool = False  # keep BatchNorm statistics (small or unlabelled data sets)
     add_bn: bool = False  # fine-tune with a BatchNorm after each conv that has none (train.add_bn), folded back
@@ -67,6 +67,8 @@ class TrainConfig:
             raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if not self.l1 >= 0:
             raise InputError(f"--l1 must be >= 0; got {self.l1}")
+        if self.clip is not None and not self.clip >= 0:
+            raise InputError(f"--clip-grad must be >= 0 (0: no clipping); got {self.clip}")
         if self.add_bn and self.l1 > 0:
             raise InputError("--add-bn is for fine-tuning, not with --l1: a BatchNorm after a conv would undo "
                              "the penalty's shrinking of its filters")  # fmt: skip
@@ -101,6 +103,16 @@ def _device(name: str) -> torch.device:
             return torch.device("cuda", local)
         return torch.device("cpu")
     return torch.device(name)
+
+
+def auto_clip(module: nn.Module) -> float:
+    """The gradient-norm limit when none is given: 1.0 for a model without BatchNorm (weights with
+    BatchNorm folded in have gradients orders of magnitude apart: ResNet-20's median gradient norm
+    is 81 folded, and SGD at lr 0.01 diverges unclipped), none for a model with BatchNorm, whose
+    gradients clipping would only shrink (ResNet-20: norm 12.5; 4 epochs of fine-tuning reach 82.2%
+    clipped at 1, 83.7% unclipped)."""
+    has_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    return 0.0 if has_norm else 1.0
 
 
 def model_input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[int, int]:
@@ -206,6 +218,7 @@ def train(
             raise InputError("labels need a classifier (first output N x classes); use --teacher for other models")
         check_labels(images, probe[0].shape[1])
     val_set = load_images(val, size) if val is not None else None
+    clip = auto_clip(module) if config.clip is None else config.clip
     l1 = L1Sparsity(module, config.l1, config.layers, config.l1_groups) if config.l1 > 0 else None
 
     if config.optimizer == "adamw":
@@ -275,9 +288,8 @@ def train(
                 loss = loss + l1()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # Weights with BatchNorm folded in have gradients orders of magnitude apart; clipping
-            # keeps one bad batch from throwing a trained model away.
-            nn.utils.clip_grad_norm_(module.parameters(), config.clip)
+            if clip > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), clip)
             optimizer.step()
             if l1 is not None and config.prox:
                 l1.prox(optimizer.param_groups[0]["lr"])
