@@ -58,7 +58,8 @@ def part_a(args, tmp: Path) -> dict:
     test = load_images(test_spec, (32, 32))
     result = {"accuracy_start": accuracy(model, test)}
     config = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, l1=args.l1, limit=args.train_images,
-                         preprocess=PRESETS["cifar"], threshold=1e-3)  # fmt: skip
+                         preprocess=PRESETS["cifar"], threshold=1e-3, l1_groups=args.l1_groups,
+                         layers=tuple(args.layers))  # fmt: skip
     start = time.perf_counter()
     sparse = tmp / "r20_sparse.onnx"
     history = train(model, sparse, train_spec, config=config, progress=args.progress)["history"]
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--l1", type=float, default=2e-3)
+    parser.add_argument("--l1-groups", choices=("weights", "filters", "channels"), default="weights")
+    parser.add_argument("--layers", nargs="+", default=["*"], help="the convs the penalty covers (torch names)")
     parser.add_argument("--ulfd-epochs", type=int, default=20)
     parser.add_argument("--ulfd-l1", type=float, default=0.05)
     parser.add_argument("--ulfd-lr", type=float, default=0.002)
