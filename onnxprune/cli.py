@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)
     comp.add_argument("--judge", choices=("pruned", "thresholded"), default="pruned",
                       help="what each sweep evaluates at a threshold: the pruned model (default) or the thresholded one")  # fmt: skip
+    comp.add_argument("--distill", action="store_true",
+                      help="with class labels, also train every stage (and the dense baseline) to match the original's "
+                           "outputs (knowledge distillation; without labels compress always does)")  # fmt: skip
     comp.add_argument("--dense-baseline", action="store_true",
                       help="also train the original model, without L1, for the pipeline's epochs and report its metric")
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")
@@ -325,7 +328,7 @@ def _compress(args: argparse.Namespace) -> int:
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
         relative=args.relative, recalibrate=args.recalibrate_bn, flops_target=args.flops_target,
         params_target=args.params_target, val_limit=args.val_limit, metric=args.metric, decoder=args.decoder,
-        score_threshold=args.score_threshold,
+        score_threshold=args.score_threshold, distill=args.distill,
         train=train,
     )  # fmt: skip
     report = compress(args.model, args.output, args.data, val=args.val, config=config,

@@ -100,3 +100,23 @@ def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys)
     np.testing.assert_allclose(value(again), value(pruned), rtol=1e-4, atol=1e-6)
     kept = len(value(pruned))
     assert kept <= len(value(model)) and not np.allclose(value(pruned), value(model)[:kept])
+
+
+def test_compress_distill_adds_the_original_as_teacher_to_labels(tmp_path, capsys):
+    """--distill: the labelled pipeline also matches the original's outputs, so it trains differently;
+    the report says so."""
+    model = T.dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    data = T.labelled_npz(tmp_path / "train.npz", 32)
+    weights = {}
+    for extra in ([], ["--distill"]):
+        out = tmp_path / f"c{len(extra)}.onnx"
+        code = cli.main(["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--finetune-epochs", "1",
+                         "--tolerance", "1", "--batch-size", "8", "--no-augment", "--json", *extra])  # fmt: skip
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert json.loads(captured.out)["distilled"] is bool(extra)
+        weights[bool(extra)] = [onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+    assert len(weights[True]) == len(weights[False])
+    assert any(a.shape == b.shape and not np.allclose(a, b) for a, b in zip(weights[True], weights[False], strict=True))
