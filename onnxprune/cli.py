@@ -19,7 +19,8 @@ _OPTIMIZERS = ("sgd", "adamw")
 _OPTIMIZER_HELP = ("sgd: SGD with Nesterov momentum (default); adamw: AdamW (weight decay 1e-4), which trains "
                    "detectors far faster")
 _CLIP_HELP = ("limit on the gradient norm per step; 0: none (default: 1 for a model without BatchNorm, whose "
-              "folded weights have gradients orders of magnitude apart; none with BatchNorm)")
+              "folded weights have gradients orders of magnitude apart; none with BatchNorm, which --add-bn "
+              "gives every conv)")
 _FOLD_BN_HELP = ("judge a conv followed by BatchNorm by its filters as deployed (BatchNorm's scale folded in) "
                  "instead of its raw weights")
 _RELATIVE_HELP = ("the threshold in units of each layer's RMS weight (each layer cut relative to its own scale) "
