@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--l1", type=float, default=2e-3)
     parser.add_argument("--l1-groups", choices=("weights", "filters", "channels"), default="weights")
-    parser.add_argument("--layers", nargs="+", default=["*"], help="the convs the penalty covers (torch names)")
+    parser.add_argument("--layers", nargs="+", default=["*"], help="the convs the penalty covers (globs over ONNX node or output names, or torch module names)")
     parser.add_argument("--ulfd-epochs", type=int, default=20)
     parser.add_argument("--ulfd-l1", type=float, default=0.05)
     parser.add_argument("--ulfd-lr", type=float, default=0.002)

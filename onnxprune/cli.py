@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--clip-grad", type=float, metavar="NORM", help=_CLIP_HELP)
         p.add_argument("--l1", type=float, default=l1_default, metavar="LAMBDA",
                        help=f"weight of the L1 penalty on conv weights (default {l1_default:g})")  # fmt: skip
-        p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB", help="convs the L1 penalty covers")
+        p.add_argument("--layers", nargs="+", default=("*",), metavar="GLOB",
+                       help="convs the L1 penalty covers: globs over ONNX node or output names (as prune takes them) "
+                            "or the torch module names onnx2torch gives them")  # fmt: skip
         p.add_argument("--l1-in-loss", action="store_true",
                        help="add lambda*|W| to the loss (plain subgradient) instead of the proximal step")  # fmt: skip
         p.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)

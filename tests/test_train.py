@@ -114,6 +114,16 @@ def test_sparsify_makes_conv_weights_sparse(vgg, labelled, tmp_path, capsys):
     assert zero_share(onnx.load(out)) > zero_share(onnx.load(vgg)) + 0.2
 
 
+@pytest.mark.parametrize("glob", ["/conv2/*", "*/conv2/Conv_output_0", "conv2*"])
+def test_sparsify_layers_match_onnx_node_and_output_names(vgg, labelled, tmp_path, capsys, glob):
+    """--layers globs written for the ONNX graph (node or output names, as prune takes them) select
+    the same conv as the torch module name does."""
+    code, stdout, err = _run(["sparsify", str(vgg), "-o", str(tmp_path / "s.onnx"), "--data", f"npz:{labelled}",
+                              "--l1", "0.01", "--layers", glob, *FAST[:-1], "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert list(json.loads(stdout)["history"][-1]["layer_sparsity"]) == ["conv2/Conv"]
+
+
 def test_resume_continues_from_the_checkpoint(vgg, labelled, tmp_path, capsys):
     out = tmp_path / "resumed.onnx"
     base = ["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--batch-size", "8", "--json"]

@@ -27,7 +27,7 @@ their own are grouped by filter, as with "filters".
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,18 +61,22 @@ class SparsityReport:
 
 class L1Sparsity:
     """The L1 penalty over the weights of the convs whose module names match `layers` (globs;
-    default every conv). Biases and BatchNorm are not penalised, as in the paper."""
+    default every conv), or whose other names in `aliases` (module name -> names, e.g. the ONNX
+    node's, `TorchModel.onnx_names`) do. Biases and BatchNorm are not penalised, as in the paper."""
 
-    def __init__(self, model: nn.Module, lam: float, layers: Sequence[str] = ("*",), groups: str = "weights") -> None:
+    def __init__(self, model: nn.Module, lam: float, layers: Sequence[str] = ("*",), groups: str = "weights",
+                 aliases: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
         if not lam >= 0.0:
             raise InputError(f"--l1 must be >= 0; got {lam}")
         if groups not in GROUPS:
             raise InputError(f"--l1-groups must be one of {', '.join(GROUPS)}; got {groups!r}")
         self.lam, self.groups = float(lam), groups
         convs = {name: m for name, m in model.named_modules() if isinstance(m, _CONVS)}
+        aliases = aliases or {}
         self.weights = {
-            name: m.weight for name, m in convs.items() if any(fnmatch.fnmatchcase(name, g) for g in layers)
-        }
+            name: m.weight for name, m in convs.items()
+            if any(fnmatch.fnmatchcase(n, g) for n in (name, *aliases.get(name, ())) for g in layers)
+        }  # fmt: skip
         if groups != "weights":  # ConvTranspose filters are columns of (in, out, ...) weights: not grouped here
             self.weights = {n: w for n, w in self.weights.items() if not isinstance(convs[n], _CONVS[3:])}
         # conv name -> (the BatchNorm that alone reads it, the conv): the channel groups' owners.
@@ -81,7 +85,8 @@ class L1Sparsity:
             after = batchnorm_after(model)
             self.norms = {n: (after[n], convs[n]) for n in self.weights if n in after}
         if not self.weights:
-            names = ", ".join(list(convs)[:5]) + (", ..." if len(convs) > 5 else "")
+            shown = [aliases[n][0] if n in aliases else n for n in convs]
+            names = ", ".join(shown[:5]) + (", ..." if len(shown) > 5 else "")
             raise InputError(f"--layers {' '.join(layers)} matches no conv layer (the convs are: {names or 'none'})")
 
     def __call__(self) -> torch.Tensor:

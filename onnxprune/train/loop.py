@@ -219,7 +219,8 @@ def train(
         check_labels(images, probe[0].shape[1])
     val_set = load_images(val, size) if val is not None else None
     clip = auto_clip(module) if config.clip is None else config.clip
-    l1 = L1Sparsity(module, config.l1, config.layers, config.l1_groups) if config.l1 > 0 else None
+    l1 = (L1Sparsity(module, config.l1, config.layers, config.l1_groups, aliases=student.onnx_names())
+          if config.l1 > 0 else None)  # fmt: skip
 
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=1e-4)

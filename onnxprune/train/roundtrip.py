@@ -47,6 +47,20 @@ class TorchModel:
     links: list[TensorLink]
     source: onnx.ModelProto
 
+    def onnx_names(self) -> dict[str, tuple[str, ...]]:
+        """torch module name -> the name and output names of the ONNX node it was made from, so
+        that layer globs written for the ONNX graph (as `prune --layers` takes them) also select
+        torch modules, whose names onnx2torch rewrites ('/layer1/layer1.0/conv1/Conv' becomes
+        'layer1/layer1/0/conv1/Conv')."""
+        nodes = {n.output[0]: n for n in self.source.graph.node if n.output}
+        names = {}
+        for name, sub in self.module.named_modules():
+            mapping = getattr(sub, "onnx_mapping", None)
+            if mapping is not None and mapping.outputs and mapping.outputs[0] in nodes:
+                node = nodes[mapping.outputs[0]]
+                names[name] = (node.name, *node.output)
+        return names
+
     def trainable_links(self) -> list[TensorLink]:
         params = dict(self.module.named_parameters())
         return [link for link in self.links if link.torch_name in params]
