@@ -51,7 +51,7 @@ from onnxprune.train.loop import TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
 MODEL = ASSETS / "models" / "akamaster_cifar10_resnet20_bn.onnx"
-INNER = "*/conv1/*"  # the blocks' first convs, as onnx2torch names them
+INNER = "*layer*/conv1/*"  # the blocks' first convs (not the stem conv1), as ONNX or onnx2torch names them
 MODELOPT = "NVIDIA ModelOpt (published): 268k -> 174k parameters, 81.2M -> 59.2M FLOPs, 90.9% -> 90.3%"
 
 
