@@ -29,6 +29,7 @@ from torchvision.ops import box_iou
 import onnxprune
 from onnxprune.datasets import PRESETS, load_images
 from onnxprune.evaluate import Accuracy, make_decoder, run_model
+from onnxprune.train.l1 import GROUPS
 from onnxprune.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,8 +139,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--l1", type=float, default=2e-3)
-    parser.add_argument("--l1-groups", choices=("weights", "filters", "channels"), default="weights")
-    parser.add_argument("--layers", nargs="+", default=["*"], help="the convs the penalty covers (globs over ONNX node or output names, or torch module names)")
+    parser.add_argument("--l1-groups", choices=GROUPS, default="weights")
+    parser.add_argument("--layers", nargs="+", default=["*"],
+                        help="the convs the penalty covers (globs over ONNX node or output names, or torch module names)")
     parser.add_argument("--ulfd-epochs", type=int, default=20)
     parser.add_argument("--ulfd-l1", type=float, default=0.05)
     parser.add_argument("--ulfd-lr", type=float, default=0.002)
