@@ -142,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--judge", choices=("pruned", "thresholded"), default="pruned",
                       help="what each sweep evaluates at a threshold: the pruned model (default) or the thresholded one")  # fmt: skip
     comp.add_argument("--distill", action="store_true",
-                      help="with class labels, also train every stage (and the dense baseline) to match the original's "
-                           "outputs (knowledge distillation; without labels compress always does)")  # fmt: skip
+                      help="with labels (classes, or boxes for an onnxprune.zoo SSD), also train every stage (and the dense "
+                           "baseline) to match the original's outputs (knowledge distillation; without labels compress "
+                           "always does)")  # fmt: skip
     comp.add_argument("--dense-baseline", action="store_true",
                       help="also train the original model, without L1, for the pipeline's epochs and report its metric")
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")

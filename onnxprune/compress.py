@@ -70,7 +70,7 @@ class CompressConfig:
     recalibrate: int = 0  # training images to re-estimate BatchNorm statistics on before judging a candidate
     flops_target: float | None = None  # prune to this share of FLOPs fewer (budget.py) instead of sweeping
     params_target: float | None = None  # ... or to this share of parameters fewer
-    distill: bool = False  # with class labels too, train every stage to match the original's outputs
+    distill: bool = False  # with labels (classes, an SSD's boxes) too, train every stage to match the original's outputs
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -103,9 +103,6 @@ def compress(
     if config.recalibrate > 0:
         judge = Recalibrated(evaluator, load_images(data, size, config.recalibrate), preprocess)
     own_loss = val_set.labelled or (val_set.boxes is not None and raw_ssd_metadata(original) is not None)
-    if config.distill and val_set.boxes is not None:
-        raise InputError("--distill adds distillation to class labels; with boxes, training on the teacher's outputs "
-                         "would replace the detection loss: drop --distill")  # fmt: skip
     teacher = None if own_loss and not config.distill else model
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
     report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": [],

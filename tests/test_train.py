@@ -97,6 +97,35 @@ def test_distillation_needs_no_labels(vgg, unlabelled, tmp_path, capsys):
     assert np.isfinite(T.run(onnx.load(out), x)[0]).all()
 
 
+def test_an_ssd_with_boxes_and_a_teacher_learns_from_both(tmp_path, capsys):
+    """An onnxprune.zoo SSD on box data with --teacher trains on the multibox loss plus
+    distillation: its weights differ from boxes alone and from the teacher alone (what a detector
+    without SSD priors in its metadata gets)."""
+    from onnxprune.zoo import export_ssd, tiny_ssd
+
+    zoo, teacher, plain = tmp_path / "zoo.onnx", tmp_path / "teacher.onnx", tmp_path / "plain.onnx"
+    export_ssd(tiny_ssd(seed=0), zoo)
+    export_ssd(tiny_ssd(seed=1), teacher)
+    stripped = onnx.load(zoo)
+    del stripped.metadata_props[:]
+    onnx.save(stripped, plain)
+    runs = {"boxes": (zoo, []), "boxes + teacher": (zoo, ["--teacher", str(teacher)]),
+            "teacher": (plain, ["--teacher", str(teacher)])}  # fmt: skip
+    weights = {}
+    for name, (student, extra) in runs.items():
+        out = tmp_path / f"{name.replace(' + ', '_')}.onnx"
+        code, _, err = _run(["finetune", str(student), "-o", str(out), "--data", "shapes:train:16", *extra, *FAST], capsys)
+        assert code == 0, err
+        weights[name] = [onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+
+    def differ(a, b):
+        return any(not np.allclose(x, y) for x, y in zip(weights[a], weights[b], strict=True))
+
+    assert differ("boxes + teacher", "boxes") and differ("boxes + teacher", "teacher")
+    code, _, err = _run(["finetune", str(plain), "-o", str(tmp_path / "x.onnx"), "--data", "shapes:train:16", *FAST], capsys)
+    assert code == 2 and "give --teacher" in err
+
+
 def test_sparsify_makes_conv_weights_sparse(vgg, labelled, tmp_path, capsys):
     out = tmp_path / "sparse.onnx"
     code, stdout, err = _run(["sparsify", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", "--l1", "0.05",

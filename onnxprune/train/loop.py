@@ -131,18 +131,21 @@ def model_input_size(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[in
     return (w, h)
 
 
-def _detection_loss(model: onnx.ModelProto, data: str) -> LossFn:
-    """The multibox loss of an `onnxprune.zoo` SSD (its priors are in the model's metadata)."""
+def _detection_loss(model: onnx.ModelProto, data: str, teacher: bool) -> LossFn | None:
+    """The multibox loss of an `onnxprune.zoo` SSD (its priors are in the model's metadata); None
+    for another detector when a teacher is given (it then learns from the teacher alone)."""
     from onnxprune.train.multibox import MultiboxLoss
     from onnxprune.zoo.ssd import raw_ssd_metadata
 
     meta = raw_ssd_metadata(model)
-    if meta is None:
-        raise InputError(
-            f"--data {data} has boxes, but the model records no SSD priors (an onnxprune.zoo SSD exported with raw "
-            "outputs does); give --teacher (the unpruned model) to distill instead"
-        )
-    return MultiboxLoss(meta.priors, meta.variances)
+    if meta is not None:
+        return MultiboxLoss(meta.priors, meta.variances)
+    if teacher:
+        return None
+    raise InputError(
+        f"--data {data} has boxes, but the model records no SSD priors (an onnxprune.zoo SSD exported with raw "
+        "outputs does); give --teacher (the unpruned model) to distill instead"
+    )
 
 
 def _outputs(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -183,9 +186,9 @@ def train(
     progress: bool = True,
 ) -> dict:
     """Train `model` on `data` and write the trained ONNX model to `output`. With labels and no
-    teacher: cross-entropy on the first output; with a teacher (an ONNX model, usually the
-    unpruned one): distillation on all outputs (plus cross-entropy when there are labels); or
-    `loss_fn(student_outputs, labels, teacher_outputs)`. `config.l1 > 0` adds the L1 penalty.
+    teacher: cross-entropy on the first output (with boxes: an `onnxprune.zoo` SSD's multibox
+    loss); with a teacher (an ONNX model, usually the unpruned one): distillation on all outputs,
+    plus that label loss when there is one; or `loss_fn(student_outputs, labels, teacher_outputs)`. `config.l1 > 0` adds the L1 penalty.
     Returns the JSON of `onnxprune finetune` / `sparsify`."""
     out_path = Path(output)
     if not out_path.parent.is_dir():
@@ -207,13 +210,14 @@ def train(
         teacher_module = to_torch(teacher).module.to(device).eval()
         for p in teacher_module.parameters():
             p.requires_grad_(False)
-    if loss_fn is None and images.boxes is not None and teacher_module is None:
-        loss_fn = _detection_loss(source, data)
-    if teacher_module is None and loss_fn is None and not images.labelled:
+    detection = None  # the box loss, with distillation added when there is a teacher
+    if loss_fn is None and images.boxes is not None:
+        detection = _detection_loss(source, data, teacher_module is not None)
+    if teacher_module is None and loss_fn is None and detection is None and not images.labelled:
         raise InputError(f"--data {data}: the images have no labels; give --teacher (the unpruned model) to distill")
     with torch.no_grad():
         probe = _outputs(module.eval(), config.preprocess(torch.from_numpy(images.images[:1])).to(device))
-    if images.labelled and teacher_module is None and loss_fn is None:
+    if images.labelled and teacher_module is None and loss_fn is None and detection is None:
         if probe[0].dim() != 2:
             raise InputError("labels need a classifier (first output N x classes); use --teacher for other models")
         check_labels(images, probe[0].shape[1])
@@ -281,7 +285,9 @@ def train(
                 loss = loss_fn(outputs, labels, teacher_out)
             else:
                 loss = outputs[0].new_zeros(())
-                if images.labelled and outputs[0].dim() == 2:
+                if detection is not None:
+                    loss = loss + detection(outputs, labels)
+                elif images.labelled and outputs[0].dim() == 2:
                     loss = loss + F.cross_entropy(outputs[0], labels)
                 if teacher_out is not None:
                     loss = loss + _distill_loss(outputs, teacher_out)
