@@ -108,14 +108,16 @@ def phase_goals(analysis: ChannelAnalysis, phases: list[Criteria], reduction: fl
     that removes `reduction` of them in all: each phase takes the same share of what its layers
     could remove at most (measured on `analysis`' model), so a phase over a few small layers is
     not asked for as much as one over the heavy ones. InputError when the phases together cannot
-    remove that much."""
+    remove that much (their layers all cut at once: phases may share layers)."""
     check_target(reduction, measure)
     cost = PlanCost(analysis)
     total = cost.total[measure]
     room = [total - _costing(analysis, criteria, cost, measure)(1.0)[1] for criteria in phases]
-    if reduction * total > sum(room):
+    every = () if any(not c.layers for c in phases) else tuple(dict.fromkeys(g for c in phases for g in c.layers))
+    reach = total - _costing(analysis, replace(phases[0], layers=every), cost, measure)(1.0)[1]
+    if reduction * total > reach:
         what = _WHAT[measure]
-        raise InputError(f"the phases' layers can remove at most {100 * sum(room) / total:.1f}% of the {what} "
+        raise InputError(f"the phases' layers can remove at most {100 * reach / total:.1f}% of the {what} "
                          f"(--{measure}-target {reduction}); add layers or lower the target")  # fmt: skip
     done = np.cumsum(room) / sum(room)
     return [total * (1 - reduction * float(share)) for share in done]

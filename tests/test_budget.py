@@ -80,6 +80,11 @@ def test_each_phase_takes_the_same_share_of_what_its_layers_can_remove(measure):
     assert (full - goals[0]) / (full - goals[1]) == pytest.approx(room[0] / sum(room))
     with pytest.raises(InputError, match=r"the phases' layers can remove at most \d+\.\d%"):
         phase_goals(analyze_channels(model), [Criteria(layers=("/conv1/*",))], 0.9, measure)
+    # Phases over the same layers cannot remove more than those layers once.
+    twice = [Criteria(layers=phases[0])] * 2
+    assert phase_goals(analyze_channels(model), twice, 0.9 * room[0] / full, measure)[-1] == pytest.approx(full - 0.9 * room[0])
+    with pytest.raises(InputError, match=rf"can remove at most {100 * room[0] / full:.1f}%"):
+        phase_goals(analyze_channels(model), twice, 1.5 * room[0] / full, measure)
 
 
 def test_prune_cli_with_a_flops_target(tmp_path, capsys):
