@@ -188,8 +188,8 @@ def train(
     """Train `model` on `data` and write the trained ONNX model to `output`. With labels and no
     teacher: cross-entropy on the first output (with boxes: an `onnxprune.zoo` SSD's multibox
     loss); with a teacher (an ONNX model, usually the unpruned one): distillation on all outputs,
-    plus that label loss when there is one; or `loss_fn(student_outputs, labels, teacher_outputs)`. `config.l1 > 0` adds the L1 penalty.
-    Returns the JSON of `onnxprune finetune` / `sparsify`."""
+    plus that label loss when there is one; or `loss_fn(student_outputs, labels, teacher_outputs)`.
+    `config.l1 > 0` adds the L1 penalty. Returns the JSON of `onnxprune finetune` / `sparsify`."""
     out_path = Path(output)
     if not out_path.parent.is_dir():
         raise InputError(f"{out_path}: the output folder {out_path.parent} does not exist")
