@@ -141,12 +141,12 @@ def main() -> None:
     record("original", 0.0, original)
     record("dense, trained alike", 0.0, finetune(copy.deepcopy(original), data, args.epochs, args.lr, args.batch))
 
-    # onnxprune: channel-group sparsity on the ONNX model, once for every level.
+    # onnxprune: channel-group sparsity on the ONNX model, once for every level (trained on every
+    # run: a model left by an earlier run would measure earlier code).
     sparse = args.work / "onnxprune_sparse.onnx"
-    if not sparse.exists():
-        cfg = TrainConfig(epochs=args.sparse_epochs, batch_size=args.batch, lr=args.lr, l1=args.onnxprune_l1,
-                          layers=(INNER,), l1_groups="channels", limit=args.train_images, preprocess=PRESETS["cifar"])  # fmt: skip
-        train(MODEL, sparse, train_spec, config=cfg, progress=False)
+    cfg = TrainConfig(epochs=args.sparse_epochs, batch_size=args.batch, lr=args.lr, l1=args.onnxprune_l1,
+                      layers=(INNER,), l1_groups="channels", limit=args.train_images, preprocess=PRESETS["cifar"])  # fmt: skip
+    train(MODEL, sparse, train_spec, config=cfg, progress=False)
 
     for ratio in args.ratios:
         # uniform L1 (Li et al.): per layer, the filters of largest L1 norm.
