@@ -113,8 +113,10 @@ def phase_goals(analysis: ChannelAnalysis, phases: list[Criteria], reduction: fl
     cost = PlanCost(analysis)
     total = cost.total[measure]
     room = [total - _costing(analysis, criteria, cost, measure)(1.0)[1] for criteria in phases]
-    every = () if any(not c.layers for c in phases) else tuple(dict.fromkeys(g for c in phases for g in c.layers))
-    reach = total - _costing(analysis, replace(phases[0], layers=every), cost, measure)(1.0)[1]
+    reach = room[0]  # one phase: its own room; several may share layers, so cut their union once
+    if len(phases) > 1:
+        every = () if any(not c.layers for c in phases) else tuple(dict.fromkeys(g for c in phases for g in c.layers))
+        reach = total - _costing(analysis, replace(phases[0], layers=every), cost, measure)(1.0)[1]
     if reduction * total > reach:
         what = _WHAT[measure]
         raise InputError(f"the phases' layers can remove at most {100 * reach / total:.1f}% of the {what} "
