@@ -91,10 +91,11 @@ const double* fraction_table(int64_t n) {
 // Maps a weight's key to j = #{distinct threshold keys < key}, in [0, M], for the histogram.
 //
 // Packed mode (thresholds at least 2^s key units apart, the usual case): the weight's top bits
-// pick a bucket of a table over the whole key range (twice: both signs, which saves masking the
+// pick a bucket b of a table over the whole key range (twice: both signs, which saves masking the
 // sign bit). A bucket holds at most one threshold key, at offset o; its entry is (j at the
 // bucket's start) << s plus (2^s - 1 - o), so adding the weight's low s bits carries into j
-// exactly when its key lies above the threshold: one load, one add.
+// exactly when its key lies above the threshold. The entry also subtracts b << s (modulo 2^bits),
+// so the weight's whole bit pattern can be added instead of its low bits: one load, one add.
 // General mode (denser thresholds): a table over the thresholds' range gives the bucket's first j
 // and up to W compares (or a binary search) finish it.
 template <class Key>
@@ -126,16 +127,18 @@ class KeyIndex {
   struct Packed {
     const UKey* table;
     int shift;
-    UKey low;
     template <class T>
     inline uint32_t operator()(T w) const {
       static_assert(sizeof(T) == sizeof(UKey), "weight and key sizes differ");
       UKey bits;
       memcpy(&bits, &w, sizeof bits);
-      return static_cast<uint32_t>((table[bits >> shift] + (bits & low)) >> shift);
+      return of_bits(bits);
+    }
+    inline uint32_t of_bits(UKey bits) const {
+      return static_cast<uint32_t>((table[bits >> shift] + bits) >> shift);
     }
   };
-  Packed packed_lookup() const { return Packed{packed_table_, shift_, low_}; }
+  Packed packed_lookup() const { return Packed{packed_table_, shift_}; }
 
   template <int W>
   inline uint32_t general_index(Key key) const {
@@ -154,10 +157,11 @@ class KeyIndex {
 
  private:
   // Buckets between two thresholds all hold j << s; the bucket of threshold j (never shared, as
-  // thresholds are at least 2^s apart) holds j << s plus low - offset. Built with range fills.
+  // thresholds are at least 2^s apart) holds j << s plus low - offset; then every bucket b less
+  // b << s. Built with range fills.
   void build_packed(int64_t m) {
     m_ = m;
-    low_ = (UKey{1} << shift_) - 1;
+    const UKey low = (UKey{1} << shift_) - 1;
     const size_t half = size_t{1} << (kKeyBits - shift_);
     // The table (up to 2^17 entries) lives in a per-thread buffer that keeps its capacity across
     // calls: a fresh allocation of that size would be mmap'ed and page-faulted on every call.
@@ -180,11 +184,12 @@ class KeyIndex {
       const size_t b = static_cast<size_t>(key >> shift_);
       const UKey entry = static_cast<UKey>(j) << shift_;
       std::fill(table + next, table + b, entry);
-      table[b] = entry + (low_ - (key & low_));  // a threshold at the bucket's last key adds 0
+      table[b] = entry + (low - (key & low));  // a threshold at the bucket's last key adds 0
       next = b + 1;
     }
     std::fill(table + next, table + half, static_cast<UKey>(m) << shift_);
     std::copy(table, table + half, table + half);
+    for (size_t b = 0; b < 2 * half; ++b) table[b] -= static_cast<UKey>(b) << shift_;
     storage_keys = keys_;
   }
 
@@ -220,7 +225,6 @@ class KeyIndex {
   int64_t m_ = 0;
   int shift_ = 0;
   bool packed_ = false;
-  UKey low_ = 0;
   const UKey* packed_table_ = nullptr;
   Key base_ = 0;
   int64_t buckets_ = 0;
@@ -291,6 +295,25 @@ class Histogram {
     uint32_t* __restrict h2 = h1 + stride_;
     uint32_t* __restrict h3 = h2 + stride_;
     int64_t i = 0;
+    if constexpr (sizeof(T) == 4 && std::is_same_v<J, typename KeyIndex<Key>::Packed>) {
+      // float32: two weights per 64-bit load. The loop is bound by memory operations (a weight,
+      // a table entry, a counter's load and store); this saves half the weight loads.
+      for (; i + 8 <= n; i += 8) {
+        uint64_t a, b, c, d;
+        memcpy(&a, p + i, 8);
+        memcpy(&b, p + i + 2, 8);
+        memcpy(&c, p + i + 4, 8);
+        memcpy(&d, p + i + 6, 8);
+        ++h0[j_of.of_bits(static_cast<uint32_t>(a))];
+        ++h1[j_of.of_bits(static_cast<uint32_t>(a >> 32))];
+        ++h2[j_of.of_bits(static_cast<uint32_t>(b))];
+        ++h3[j_of.of_bits(static_cast<uint32_t>(b >> 32))];
+        ++h0[j_of.of_bits(static_cast<uint32_t>(c))];
+        ++h1[j_of.of_bits(static_cast<uint32_t>(c >> 32))];
+        ++h2[j_of.of_bits(static_cast<uint32_t>(d))];
+        ++h3[j_of.of_bits(static_cast<uint32_t>(d >> 32))];
+      }
+    }
     for (; i + 4 <= n; i += 4) {
       ++h0[j_of(p[i])];
       ++h1[j_of(p[i + 1])];

@@ -160,6 +160,23 @@ def test_nan_and_inf_never_count_as_zero():
     np.testing.assert_array_equal(stats.input_channel_zero_fractions(w.reshape(1, 6), 1.0), [0, 0, 0, 1, 1, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cols", [7, 8, 9, 17, 64])
+def test_bucket_table_handles_extreme_values_and_ties(dtype, cols):
+    # More than a few distinct, well-spaced thresholds take the packed bucket table; its arithmetic
+    # wraps around the top of the key range for NaN, inf and negative weights, and rows of any length
+    # mix the paired-load loop with its tail.
+    info = np.finfo(dtype)
+    t = np.array([0.0, 1e-30, 1e-3, 0.1, 0.25, 1.0, 3.0, 1e30, float(info.max)])
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, info.max, -info.max, 0.0, -0.0,
+                         info.smallest_subnormal, -info.smallest_subnormal], dtype)  # fmt: skip
+    rng = np.random.default_rng(cols)
+    pool = np.concatenate([specials, t.astype(dtype), -t.astype(dtype), rng.standard_normal(40).astype(dtype)])
+    w = rng.choice(pool, size=(6, cols))
+    np.testing.assert_array_equal(stats.zero_fraction_sweep(w, t), ref_sweep(w, t))
+    np.testing.assert_array_equal(stats.sparsity_curve([w], t), ref_curve([w], t))
+
+
 def test_all_zero_and_empty_inputs():
     z = np.zeros((3, 4), np.float32)
     np.testing.assert_array_equal(stats.filter_zero_fractions(z, 0.0), [1, 1, 1])
