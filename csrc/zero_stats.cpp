@@ -261,11 +261,21 @@ class Histogram {
     drain([zeros](int64_t u, int64_t count) { zeros[u] += count; });
   }
 
-  // results[u] = value(that count), for u < M.
-  template <class V>
-  void drain_values(double* results, const V value) {
-    drain([results, value](int64_t u, int64_t count) { results[u] = value(count); });
+  // counts[u] = the number of weights added since the last emptying that fell in bin u, for
+  // u < M (not cumulative); empties the histogram.
+  void take_counts(uint32_t* __restrict counts) {
+    uint32_t* __restrict h0 = bins_;
+    uint32_t* __restrict h1 = h0 + stride_;
+    uint32_t* __restrict h2 = h1 + stride_;
+    uint32_t* __restrict h3 = h2 + stride_;
+    for (int64_t u = 0; u <= m_; ++u) {  // vectorised; < 2^32 as at most 2^32 - 1 weights were added
+      counts[u] = h0[u] + h1[u] + h2[u] + h3[u];
+      h0[u] = h1[u] = h2[u] = h3[u] = 0;
+    }
   }
+
+  // Bins per row in take_counts' output (M + 1 rounded up to 16).
+  int64_t stride() const { return stride_; }
 
  private:
   // Calls put(u, cumulative count up to bin u) for u < M and empties the bins.
@@ -338,6 +348,31 @@ int64_t count_le(const T* p, int64_t n, typename KeyOf<T>::type tkey) {
   return count;
 }
 
+// For a block of up to 8 rows with bin counts counts[r * stride + u]: values[u * ld + r] =
+// value(the row's cumulative count up to bin u), for u < m. The rows' running sums are
+// independent, so a full block keeps eight of them in flight instead of one serial chain.
+template <class V>
+void cumulate_block(const uint32_t* __restrict counts, int64_t stride, int64_t bn, int64_t m,
+                    double* __restrict values, int64_t ld, const V value) {
+  if (bn == 8) {
+    int64_t sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t u = 0; u < m; ++u) {
+      for (int r = 0; r < 8; ++r) {
+        sum[r] += counts[r * stride + u];
+        values[u * ld + r] = value(sum[r]);
+      }
+    }
+    return;
+  }
+  for (int64_t r = 0; r < bn; ++r) {
+    int64_t sum = 0;
+    for (int64_t u = 0; u < m; ++u) {
+      sum += counts[r * stride + u];
+      values[u * ld + r] = value(sum);
+    }
+  }
+}
+
 // Few distinct thresholds: counting directly is cheaper than a histogram.
 constexpr size_t kDirectMax = 4;
 // Weights per histogram chunk when a thread's share is split (keeps uint32 bins from overflowing).
@@ -379,11 +414,9 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
     {
       Histogram<Key> hist(key_index, m);
       // values[u * tile_rows + r]: the result at distinct threshold u for row r0 + r, filled from
-      // blocks of 8 rows (block[r * m + u]) so that each write is a whole cache line.
+      // the bin counts of blocks of 8 rows (counts[r * stride + u]).
       double* values = thread_scratch<double, 0, false>(static_cast<size_t>(tile_rows * m));
-      double* block = thread_scratch<double, 1, false>(static_cast<size_t>(8 * m));
-      const auto by_table = [table](int64_t zeros) { return table[zeros]; };
-      const auto by_division = [denom](int64_t zeros) { return static_cast<double>(zeros) / denom; };
+      uint32_t* counts = thread_scratch<uint32_t, 1, false>(static_cast<size_t>(8 * hist.stride()));
 #pragma omp for schedule(static)
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * tile_rows, n = std::min(rows, r0 + tile_rows) - r0;
@@ -391,11 +424,14 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
           const int64_t bn = std::min<int64_t>(8, n - b);
           for (int64_t r = 0; r < bn; ++r) {
             hist.add(w + (r0 + b + r) * cols, cols);
-            if (table == nullptr) hist.drain_values(block + r * m, by_division);
-            else hist.drain_values(block + r * m, by_table);
+            hist.take_counts(counts + r * hist.stride());
           }
-          for (int64_t u = 0; u < m; ++u)
-            for (int64_t r = 0; r < bn; ++r) values[u * tile_rows + b + r] = block[r * m + u];
+          if (table == nullptr)
+            cumulate_block(counts, hist.stride(), bn, m, values + b, tile_rows,
+                           [denom](int64_t zeros) { return static_cast<double>(zeros) / denom; });
+          else
+            cumulate_block(counts, hist.stride(), bn, m, values + b, tile_rows,
+                           [table](int64_t zeros) { return table[zeros]; });
         }
         for (int64_t i = 0; i < k; ++i) {
           const double* v = values + index[i] * tile_rows;
