@@ -405,10 +405,11 @@ void sweep_typed(const T* w, int64_t rows, int64_t cols, const double* t, int64_
     // A table of count / cols when there are more results than possible counts.
     const double* table = cols < rows * k ? fraction_table(cols) : nullptr;
     // Tiles of up to 64 rows: each threshold's results for a tile are written as one contiguous
-    // run of the (K, F) output instead of one cache line per page. Smaller tiles for few rows, so
-    // every thread gets some.
+    // run of the (K, F) output instead of one cache line per page. A multiple of the thread count
+    // of equal tiles, so that every thread gets the same number of rows (give or take one).
     constexpr int64_t kMaxTile = 64;
-    const int64_t tile_rows = std::clamp<int64_t>((rows / (2 * nt) + 7) / 8 * 8, 8, kMaxTile);
+    const int64_t tiles_wanted = nt * ((rows + nt * kMaxTile - 1) / (nt * kMaxTile));
+    const int64_t tile_rows = (rows + tiles_wanted - 1) / tiles_wanted;
     const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel num_threads(nt)
     {
