@@ -18,6 +18,7 @@ L1_GROUPS = ("weights", "filters", "channels")
 _OPTIMIZERS = ("sgd", "adamw")
 _OPTIMIZER_HELP = ("sgd: SGD with Nesterov momentum (default); adamw: AdamW (weight decay 1e-4), which trains "
                    "detectors far faster")
+_WEIGHT_DECAY_HELP = "weight decay on every parameter (default: 0 with sgd, 1e-4 with adamw)"
 _CLIP_HELP = ("limit on the gradient norm per step; 0: none (default: 1 for a model without BatchNorm, whose "
               "folded weights have gradients orders of magnitude apart; none with BatchNorm, which --add-bn "
               "gives every conv)")
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--lr", type=float, default=0.01, help="learning rate, cosine schedule (default 0.01)")
         p.add_argument("--optimizer", choices=_OPTIMIZERS, default="sgd", help=_OPTIMIZER_HELP)
+        p.add_argument("--weight-decay", type=float, metavar="WD", help=_WEIGHT_DECAY_HELP)
         p.add_argument("--clip-grad", type=float, metavar="NORM", help=_CLIP_HELP)
         p.add_argument("--l1", type=float, default=l1_default, metavar="LAMBDA",
                        help=f"weight of the L1 penalty on conv weights (default {l1_default:g})")  # fmt: skip
@@ -168,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--batch-size", type=int, default=32)
     comp.add_argument("--lr", type=float, default=0.01)
     comp.add_argument("--optimizer", choices=_OPTIMIZERS, default="sgd", help=_OPTIMIZER_HELP)
+    comp.add_argument("--weight-decay", type=float, metavar="WD", help=_WEIGHT_DECAY_HELP)
     comp.add_argument("--clip-grad", type=float, metavar="NORM", help=_CLIP_HELP)
     comp.add_argument("--limit", type=int, help="use N training images spread over the set")
     comp.add_argument("--val-limit", type=int, help="use N validation images spread over the set")
@@ -273,6 +276,7 @@ def _train(args: argparse.Namespace) -> int:
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
         device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss, l1_groups=args.l1_groups,
         freeze_bn=args.freeze_bn, add_bn=args.add_bn, optimizer=args.optimizer, clip=args.clip_grad,
+        weight_decay=args.weight_decay,
     )  # fmt: skip
     result = train(args.model, args.output, args.data, teacher=args.teacher, config=config, val=args.val,
                    resume=args.resume, progress=not args.quiet and not args.json)  # fmt: skip
@@ -324,7 +328,7 @@ def _compress(args: argparse.Namespace) -> int:
     train = TrainConfig(batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, seed=args.seed,
                         limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn,
                         l1_groups=args.l1_groups, add_bn=args.add_bn, optimizer=args.optimizer,
-                        clip=args.clip_grad)  # fmt: skip
+                        clip=args.clip_grad, weight_decay=args.weight_decay)  # fmt: skip
     phases = tuple(tuple(g for g in phase.split(",") if g) for phase in args.phases)
     config = CompressConfig(
         phases=phases, sparsify_epochs=args.sparsify_epochs, finetune_epochs=args.finetune_epochs, l1=args.l1,

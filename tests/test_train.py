@@ -258,3 +258,21 @@ def test_torchrun_two_processes_write_one_model(vgg, labelled, tmp_path):
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["ddp.onnx", "ddp.onnx.ckpt", "ddp.onnx.report.json", "ddp.onnx.report.md", "ddp.onnx.report.png"]
     onnx.checker.check_model(onnx.load(out), full_check=True)
+
+
+def test_weight_decay_shrinks_the_weights(vgg, labelled, tmp_path, capsys):
+    """--weight-decay reaches the optimizer: a large decay ends with smaller conv weights than none."""
+    from onnxprune.model_io import InputError
+    from onnxprune.train.loop import TrainConfig
+
+    with pytest.raises(InputError, match="--weight-decay must be >= 0"):
+        TrainConfig(weight_decay=-1e-4)
+    norms = {}
+    for decay in ("0", "0.5"):
+        out = tmp_path / f"wd{decay}.onnx"
+        code, _, err = _run(["finetune", str(vgg), "-o", str(out), "--data", f"npz:{labelled}", *FAST,
+                             "--lr", "0.05", "--weight-decay", decay], capsys)  # fmt: skip
+        assert code == 0, err
+        norms[decay] = sum(float(np.abs(onnx.numpy_helper.to_array(t)).sum())
+                           for t in onnx.load(out).graph.initializer if len(t.dims) == 4)  # fmt: skip
+    assert norms["0.5"] < 0.9 * norms["0"], norms

@@ -44,6 +44,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 0.01
     optimizer: str = "sgd"  # OPTIMIZERS: SGD with Nesterov momentum, or AdamW (detectors train far faster with it)
+    weight_decay: float | None = None  # on every parameter; None: 0 for SGD, 1e-4 for AdamW
     l1: float = 0.0
     layers: tuple[str, ...] = ("*",)
     l1_groups: str = "weights"  # "filters" / "channels": group lasso on filters / BatchNorm channels (train.l1)
@@ -67,6 +68,8 @@ class TrainConfig:
             raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if not self.l1 >= 0:
             raise InputError(f"--l1 must be >= 0; got {self.l1}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise InputError(f"--weight-decay must be >= 0; got {self.weight_decay}")
         if self.clip is not None and not self.clip >= 0:
             raise InputError(f"--clip-grad must be >= 0 (0: no clipping); got {self.clip}")
         if self.add_bn and self.l1 > 0:
@@ -227,9 +230,11 @@ def train(
           if config.l1 > 0 else None)  # fmt: skip
 
     if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=1e-4)
+        decay = 1e-4 if config.weight_decay is None else config.weight_decay
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=decay)
     else:
-        optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
+        decay = 0.0 if config.weight_decay is None else config.weight_decay
+        optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=decay)
     steps_per_epoch = max(1, -(-len(images) // (config.batch_size * dist.world)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     checkpoint = out_path.with_name(out_path.name + ".ckpt")
