@@ -276,3 +276,6 @@ def test_weight_decay_shrinks_the_weights(vgg, labelled, tmp_path, capsys):
         norms[decay] = sum(float(np.abs(onnx.numpy_helper.to_array(t)).sum())
                            for t in onnx.load(out).graph.initializer if len(t.dims) == 4)  # fmt: skip
     assert norms["0.5"] < 0.9 * norms["0"], norms
+    code, _, err = _run(["finetune", str(vgg), "-o", str(tmp_path / "wd0.5.onnx"), "--data", f"npz:{labelled}",
+                         *FAST, "--lr", "0.05", "--epochs", "2", "--resume"], capsys)  # fmt: skip
+    assert code == 2 and "was trained with --weight-decay 0.5" in err, err

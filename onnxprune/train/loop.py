@@ -246,6 +246,9 @@ def train(
         if state["config"].get("optimizer", "sgd") != config.optimizer:
             raise InputError(f"--resume: {checkpoint} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
                              f"resume with the same optimizer")  # fmt: skip
+        if state["config"].get("weight_decay") != config.weight_decay:
+            raise InputError(f"--resume: {checkpoint} was trained with --weight-decay "
+                             f"{state['config'].get('weight_decay')}; resume with the same")  # fmt: skip
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
