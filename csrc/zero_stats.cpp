@@ -348,29 +348,26 @@ int64_t count_le(const T* p, int64_t n, typename KeyOf<T>::type tkey) {
   return count;
 }
 
-// For a block of up to 8 rows with bin counts counts[r * stride + u]: values[u * ld + r] =
+// For a block of bn <= 8 rows with bin counts counts[r * stride + u]: values[u * ld + r] =
 // value(the row's cumulative count up to bin u), for u < m. The rows' running sums are
 // independent, so a full block keeps eight of them in flight instead of one serial chain.
 template <class V>
-void cumulate_block(const uint32_t* __restrict counts, int64_t stride, int64_t bn, int64_t m,
-                    double* __restrict values, int64_t ld, const V value) {
-  if (bn == 8) {
-    int64_t sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t u = 0; u < m; ++u) {
-      for (int r = 0; r < 8; ++r) {
-        sum[r] += counts[r * stride + u];
-        values[u * ld + r] = value(sum[r]);
-      }
-    }
-    return;
-  }
-  for (int64_t r = 0; r < bn; ++r) {
-    int64_t sum = 0;
-    for (int64_t u = 0; u < m; ++u) {
-      sum += counts[r * stride + u];
-      values[u * ld + r] = value(sum);
+inline void cumulate_rows(const uint32_t* __restrict counts, int64_t stride, int64_t bn, int64_t m,
+                          double* __restrict values, int64_t ld, const V value) {
+  int64_t sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t u = 0; u < m; ++u) {
+    for (int64_t r = 0; r < bn; ++r) {
+      sum[r] += counts[r * stride + u];
+      values[u * ld + r] = value(sum[r]);
     }
   }
+}
+
+template <class V>
+void cumulate_block(const uint32_t* counts, int64_t stride, int64_t bn, int64_t m, double* values,
+                    int64_t ld, const V value) {
+  if (bn == 8) cumulate_rows(counts, stride, 8, m, values, ld, value);  // unrolled, sums in registers
+  else cumulate_rows(counts, stride, bn, m, values, ld, value);
 }
 
 // Few distinct thresholds: counting directly is cheaper than a histogram.

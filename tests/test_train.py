@@ -279,3 +279,6 @@ def test_weight_decay_shrinks_the_weights(vgg, labelled, tmp_path, capsys):
     code, _, err = _run(["finetune", str(vgg), "-o", str(tmp_path / "wd0.5.onnx"), "--data", f"npz:{labelled}",
                          *FAST, "--lr", "0.05", "--epochs", "2", "--resume"], capsys)  # fmt: skip
     assert code == 2 and "was trained with --weight-decay 0.5" in err, err
+    code, _, err = _run(["finetune", str(vgg), "-o", str(tmp_path / "wd0.onnx"), "--data", f"npz:{labelled}",
+                         *FAST, "--lr", "0.05", "--epochs", "2", "--resume"], capsys)  # fmt: skip
+    assert code == 0, err  # no --weight-decay is SGD's default, 0: the same as the checkpoint's

@@ -32,6 +32,12 @@ from onnxprune.train.roundtrip import to_torch, write_back
 __all__ = ["OPTIMIZERS", "TrainConfig", "auto_clip", "model_input_size", "train"]
 
 OPTIMIZERS = ("sgd", "adamw")
+_DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adamw": 1e-4}
+
+
+def _weight_decay(optimizer: str, weight_decay: float | None) -> float:
+    """The weight decay a run uses: the one given, else its optimizer's default."""
+    return _DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None], torch.Tensor]
 
@@ -229,11 +235,10 @@ def train(
     l1 = (L1Sparsity(module, config.l1, config.layers, config.l1_groups, aliases=student.onnx_names())
           if config.l1 > 0 else None)  # fmt: skip
 
+    decay = _weight_decay(config.optimizer, config.weight_decay)
     if config.optimizer == "adamw":
-        decay = 1e-4 if config.weight_decay is None else config.weight_decay
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=decay)
     else:
-        decay = 0.0 if config.weight_decay is None else config.weight_decay
         optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=decay)
     steps_per_epoch = max(1, -(-len(images) // (config.batch_size * dist.world)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -246,9 +251,10 @@ def train(
         if state["config"].get("optimizer", "sgd") != config.optimizer:
             raise InputError(f"--resume: {checkpoint} was trained with --optimizer {state['config'].get('optimizer', 'sgd')}; "
                              f"resume with the same optimizer")  # fmt: skip
-        if state["config"].get("weight_decay") != config.weight_decay:
-            raise InputError(f"--resume: {checkpoint} was trained with --weight-decay "
-                             f"{state['config'].get('weight_decay')}; resume with the same")  # fmt: skip
+        trained_decay = _weight_decay(config.optimizer, state["config"].get("weight_decay"))
+        if trained_decay != decay:  # its optimizer state would silently keep the old value
+            raise InputError(f"--resume: {checkpoint} was trained with --weight-decay {trained_decay:g}; "
+                             f"resume with the same")  # fmt: skip
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
