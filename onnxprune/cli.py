@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="with labels (classes, or boxes for an onnxprune.zoo SSD), also train every stage (and the dense "
                            "baseline) to match the original's outputs (knowledge distillation; without labels compress "
                            "always does)")  # fmt: skip
+    comp.add_argument("--teacher", metavar="MODEL",
+                      help="distil from this ONNX model instead of the original (implies --distill), e.g. the original "
+                           "fine-tuned on --data: a better teacher when the data differ from its own; the dense "
+                           "baseline learns from it too")  # fmt: skip
     comp.add_argument("--dense-baseline", action="store_true",
                       help="also train the original model, without L1, for the pipeline's epochs and report its metric")
     comp.add_argument("--tolerance", type=float, default=0.01, help="allowed metric drop in each sweep (default 0.01)")
@@ -336,7 +340,7 @@ def _compress(args: argparse.Namespace) -> int:
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
         relative=args.relative, recalibrate=args.recalibrate_bn, flops_target=args.flops_target,
         params_target=args.params_target, val_limit=args.val_limit, metric=args.metric, decoder=args.decoder,
-        score_threshold=args.score_threshold, distill=args.distill,
+        score_threshold=args.score_threshold, distill=args.distill, teacher=args.teacher,
         train=train,
     )  # fmt: skip
     report = compress(args.model, args.output, args.data, val=args.val, config=config,

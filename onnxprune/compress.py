@@ -14,7 +14,9 @@ is skipped when run again (resumable); the final model is copied to OUT, with
 `<OUT>.report.json`, `.md` and `.png` beside it.
 Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
 multibox loss of an `onnxprune.zoo` SSD, other detectors distil); otherwise the original model is
-the teacher (fidelity, distillation), so an ONNX file and some images are enough. Each
+the teacher (fidelity, distillation), so an ONNX file and some images are enough. `distill` adds
+the original's outputs to the labels; `teacher` distils from another model instead (e.g. the
+original fine-tuned on the data), for the dense baseline too. Each
 phase's sweep keeps the metric within the tolerance of the model entering that phase.
 """
 
@@ -71,6 +73,7 @@ class CompressConfig:
     flops_target: float | None = None  # prune to this share of FLOPs fewer (budget.py) instead of sweeping
     params_target: float | None = None  # ... or to this share of parameters fewer
     distill: bool = False  # with labels (classes, an SSD's boxes) too, train every stage to match the original's outputs
+    teacher: str | None = None  # distil from this ONNX model instead of the original (implies distill)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -94,6 +97,8 @@ def compress(
     stages = out.with_name(out.name + ".stages")
     stages.mkdir(exist_ok=True)
     original = load_model(model)
+    if config.teacher is not None:
+        _check_teacher(original, config.teacher)
     preprocess: Preprocess = config.train.preprocess
     size = model_input_size(original, preprocess)
     val_set = load_images(val or data, size, config.val_limit)
@@ -103,10 +108,11 @@ def compress(
     if config.recalibrate > 0:
         judge = Recalibrated(evaluator, load_images(data, size, config.recalibrate), preprocess)
     own_loss = val_set.labelled or (val_set.boxes is not None and raw_ssd_metadata(original) is not None)
-    teacher = None if own_loss and not config.distill else model
+    teacher = config.teacher or (None if own_loss and not config.distill else model)
     say = (lambda text: print(f"[compress] {text}", flush=True)) if progress else (lambda text: None)
     report: dict = {"model": str(model), "output": str(out), "metric_name": evaluator.name, "stages": [],
-                    "distilled": teacher is not None}  # fmt: skip
+                    "distilled": teacher is not None,
+                    "teacher": None if teacher is None else str(teacher)}  # fmt: skip
     report["metric_before"] = evaluator(original)
     say(f"{evaluator.name} of the original: {report['metric_before']:.4f}")
 
@@ -196,6 +202,24 @@ def compress(
     write_prune_report(out, report, f"Compression of {model}")
     say(f"wrote {out} and {out.name}.report.{{json,md,png}}")
     return report
+
+
+def _check_teacher(original: onnx.ModelProto, teacher: str) -> None:
+    """A teacher must read the original's input and give as many outputs (they are matched one by one)."""
+    try:
+        model = load_model(teacher)
+    except InputError as err:
+        raise InputError(f"--teacher {err}") from None
+
+    def dims(value):
+        return [d.dim_value or d.dim_param or None for d in value.type.tensor_type.shape.dim]
+
+    if len(model.graph.output) != len(original.graph.output):
+        raise InputError(f"--teacher {teacher}: it has {len(model.graph.output)} outputs and the model "
+                         f"{len(original.graph.output)}; give a teacher with the model's outputs (e.g. the model fine-tuned)")  # fmt: skip
+    if dims(model.graph.input[0])[1:] != dims(original.graph.input[0])[1:]:
+        raise InputError(f"--teacher {teacher}: its input {dims(model.graph.input[0])} is not the model's "
+                         f"{dims(original.graph.input[0])}; give a teacher that reads the same images")  # fmt: skip
 
 
 def _budget(config: CompressConfig) -> tuple[str, float] | None:

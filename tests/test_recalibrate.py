@@ -102,21 +102,36 @@ def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys)
     assert kept <= len(value(model)) and not np.allclose(value(pruned), value(model)[:kept])
 
 
-def test_compress_distill_adds_the_original_as_teacher_to_labels(tmp_path, capsys):
+def test_compress_distill_adds_the_original_or_a_given_teacher_to_labels(tmp_path, capsys):
     """--distill: the labelled pipeline also matches the original's outputs, so it trains differently;
-    the report says so."""
+    --teacher: it matches another model's instead (differently again); the report names the teacher.
+    A teacher with other outputs, or none at the path, is refused before any work."""
     model = T.dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
-    src = tmp_path / "m.onnx"
+    src, other = tmp_path / "m.onnx", tmp_path / "other.onnx"
     onnx.save(model, src)
+    onnx.save(T.dynamic_batch(T.vgg_chain("separate", seed=7).model), other)
     data = T.labelled_npz(tmp_path / "train.npz", 32)
+    base = ["--data", f"npz:{data}", "--finetune-epochs", "1", "--tolerance", "1", "--batch-size", "8", "--no-augment"]
     weights = {}
-    for extra in ([], ["--distill"]):
-        out = tmp_path / f"c{len(extra)}.onnx"
-        code = cli.main(["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--finetune-epochs", "1",
-                         "--tolerance", "1", "--batch-size", "8", "--no-augment", "--json", *extra])  # fmt: skip
+    for extra, teacher in (([], None), (["--distill"], src), (["--teacher", str(other)], other)):
+        out = tmp_path / f"c{len(weights)}.onnx"
+        code = cli.main(["compress", str(src), "-o", str(out), *base, "--json", *extra])
         captured = capsys.readouterr()
         assert code == 0, captured.err
-        assert json.loads(captured.out)["distilled"] is bool(extra)
-        weights[bool(extra)] = [onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
-    assert len(weights[True]) == len(weights[False])
-    assert any(a.shape == b.shape and not np.allclose(a, b) for a, b in zip(weights[True], weights[False], strict=True))
+        report = json.loads(captured.out)
+        assert report["distilled"] is (teacher is not None) and report["teacher"] == (teacher and str(teacher))
+        weights[teacher] = [onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+    runs = list(weights.values())
+    for i in range(3):
+        for j in range(i):
+            assert len(runs[i]) == len(runs[j])
+            assert any(a.shape == b.shape and not np.allclose(a, b) for a, b in zip(runs[i], runs[j], strict=True))
+
+    two_outputs = tmp_path / "ssd.onnx"
+    onnx.save(T.ssd_heads("separate").model, two_outputs)
+    for teacher, says in ((two_outputs, "it has 2 outputs and the model 1"), (tmp_path / "missing.onnx", "no such file")):
+        out = tmp_path / "refused.onnx"
+        code = cli.main(["compress", str(src), "-o", str(out), *base, "--teacher", str(teacher)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--teacher {teacher}" in err and says in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists() and not (tmp_path / "refused.onnx.stages" / "1_pruned.onnx").exists()
