@@ -205,21 +205,19 @@ def compress(
 
 
 def _check_teacher(original: onnx.ModelProto, teacher: str) -> None:
-    """A teacher must read the original's input and give as many outputs (they are matched one by one)."""
+    """A teacher must read the model's images (fixed sizes that agree, batch aside) and give as many
+    outputs (they are matched one by one)."""
     try:
         model = load_model(teacher)
     except InputError as err:
         raise InputError(f"--teacher {err}") from None
-
-    def dims(value):
-        return [d.dim_value or d.dim_param or None for d in value.type.tensor_type.shape.dim]
-
     if len(model.graph.output) != len(original.graph.output):
         raise InputError(f"--teacher {teacher}: it has {len(model.graph.output)} outputs and the model "
                          f"{len(original.graph.output)}; give a teacher with the model's outputs (e.g. the model fine-tuned)")  # fmt: skip
-    if dims(model.graph.input[0])[1:] != dims(original.graph.input[0])[1:]:
-        raise InputError(f"--teacher {teacher}: its input {dims(model.graph.input[0])} is not the model's "
-                         f"{dims(original.graph.input[0])}; give a teacher that reads the same images")  # fmt: skip
+    theirs, ours = ([d.dim_value or None for d in m.graph.input[0].type.tensor_type.shape.dim] for m in (model, original))
+    if len(theirs) != len(ours) or any(a and b and a != b for a, b in zip(theirs[1:], ours[1:])):
+        raise InputError(f"--teacher {teacher}: its input {theirs} is not the model's {ours}; "
+                         "give a teacher that reads the same images")  # fmt: skip
 
 
 def _budget(config: CompressConfig) -> tuple[str, float] | None:

@@ -105,7 +105,7 @@ def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys)
 def test_compress_distill_adds_the_original_or_a_given_teacher_to_labels(tmp_path, capsys):
     """--distill: the labelled pipeline also matches the original's outputs, so it trains differently;
     --teacher: it matches another model's instead (differently again); the report names the teacher.
-    A teacher with other outputs, or none at the path, is refused before any work."""
+    A teacher with other outputs or another input size, or none at the path, is refused before any work."""
     model = T.dynamic_batch(T.with_small_weights(T.vgg_chain("separate").model, 0, 0.05))
     src, other = tmp_path / "m.onnx", tmp_path / "other.onnx"
     onnx.save(model, src)
@@ -127,9 +127,12 @@ def test_compress_distill_adds_the_original_or_a_given_teacher_to_labels(tmp_pat
             assert len(runs[i]) == len(runs[j])
             assert any(a.shape == b.shape and not np.allclose(a, b) for a, b in zip(runs[i], runs[j], strict=True))
 
-    two_outputs = tmp_path / "ssd.onnx"
+    two_outputs, larger_input = tmp_path / "ssd.onnx", tmp_path / "32x32.onnx"
     onnx.save(T.ssd_heads("separate").model, two_outputs)
-    for teacher, says in ((two_outputs, "it has 2 outputs and the model 1"), (tmp_path / "missing.onnx", "no such file")):
+    onnx.save(T.mobilenet_dw("separate").model, larger_input)
+    for teacher, says in ((two_outputs, "it has 2 outputs and the model 1"),
+                          (larger_input, "its input [1, 3, 32, 32] is not the model's [None, 3, 16, 16]"),
+                          (tmp_path / "missing.onnx", "no such file")):  # fmt: skip
         out = tmp_path / "refused.onnx"
         code = cli.main(["compress", str(src), "-o", str(out), *base, "--teacher", str(teacher)])
         err = capsys.readouterr().err
