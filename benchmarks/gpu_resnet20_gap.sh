@@ -42,34 +42,48 @@ echo "installed at $(elapsed) s"
 MODEL=$A/akamaster_cifar10_resnet20_bn.onnx
 STAGES=$A/$NAME.onnx.stages
 [ -f "$STAGES/1_pruned.onnx" ] || { echo "no cut at $STAGES/1_pruned.onnx: run the compress command on the CPU first"; exit 1; }
-# Both trainings step at once; so does the probe, so its step time includes their contention.
-"$PY" -P benchmarks/gpu_step_time.py "$STAGES/1_pruned.onnx" "$MODEL" --device "$DEVICE" > "$OUT/probe_pruned.json" & P1=$!
-"$PY" -P benchmarks/gpu_step_time.py "$MODEL" "$MODEL" --device "$DEVICE" > "$OUT/probe_dense.json" & P2=$!
+# Small per-image ops on many threads in two processes oversubscribe the cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Step time alone, then with both trainings stepping at once (two processes share the GPU by time
+# slices, which can cost a launch-bound model more than it gains): the faster way is taken.
+PROBE=(-P benchmarks/gpu_step_time.py --device "$DEVICE" --steps 100 --warmup 10)
+"$PY" "${PROBE[@]}" "$STAGES/1_pruned.onnx" "$MODEL" > "$OUT/probe_alone.json"
+"$PY" "${PROBE[@]}" "$STAGES/1_pruned.onnx" "$MODEL" > "$OUT/probe_both_pruned.json" & P1=$!
+"$PY" "${PROBE[@]}" "$MODEL" "$MODEL" > "$OUT/probe_both_dense.json" & P2=$!
 wait $P1 $P2  # a bare wait would also wait for the tee above
-cat "$OUT"/probe_*.json | tee "$OUT/probe.json"
 # Per epoch: 1,563 steps of batch 32 and the 10,000 validation images; fixed: loading 60,000 JPEG
-# images, the model round trips, compress's evaluations and latency runs (measured: about 60 s).
-EPOCHS=$("$PY" - "$OUT" "$(elapsed)" "$BUDGET_S" "$MAX_EPOCHS" <<'EOF'
+# images, the model round trips, compress's evaluations and latency runs (measured: about 45 s).
+read -r EPOCHS MODE < <("$PY" - "$OUT" "$(elapsed)" "$BUDGET_S" "$MAX_EPOCHS" <<'EOF2'
 import json, sys, pathlib
 out, spent, budget, most = pathlib.Path(sys.argv[1]), *map(int, sys.argv[2:])
-step = max(json.loads(p.read_text())["seconds_per_step"] for p in out.glob("probe_*.json"))
+probes = {p.stem: json.loads(p.read_text())["seconds_per_step"] for p in sorted(out.glob("probe_*.json"))}
 for p in out.glob("probe_*.json"):
     p.unlink()
-epoch = 1563 * step * 1.1 + 3
-print(max(1, min(most, int((budget - spent - 120) // epoch))))
-EOF
+(out / "probe.json").write_text(json.dumps(probes, indent=1) + "\n")
+epoch = lambda step: 1563 * step * 1.1 + 3
+both = (budget - spent - 100) // epoch(max(probes["probe_both_pruned"], probes["probe_both_dense"]))
+alone = (budget - spent - 130) // (2 * epoch(probes["probe_alone"]))
+mode = "parallel" if both >= alone else "sequential"
+print(max(1, min(most, int(max(both, alone)))), mode, file=sys.stdout)
+print(probes, f"epochs side by side {both:.0f}, one after the other {alone:.0f}", file=sys.stderr)
+EOF2
 )
-echo "epochs: $EPOCHS (at $(elapsed) s)"
+echo "epochs: $EPOCHS, $MODE (at $(elapsed) s)"
 COMMON=(--data "npz:$A/cifar10_train_jpeg.npz" --val "npz:$A/cifar10_test_jpeg.npz" --preset cifar
         --batch-size 32 --lr 0.01 --device "$DEVICE" $EXTRA)
 COMPRESS=(compress "$MODEL" -o "$A/$NAME.onnx" --phases '*layer*/conv1/*' --flops-target 0.5 --relative
           --sf 0.7 --sf-low 0.3 --sg 0.7 --recalibrate-bn 1024 --finetune-epochs "$EPOCHS" --distill "${COMMON[@]}")
-LEFT=$(( BUDGET_S - $(elapsed) - 45 ))
-timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "${COMPRESS[@]}" > "$OUT/pruned.log" 2>&1 & P1=$!
-# The dense baseline compress would train next, under the name it looks for (so it is not trained twice).
-timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' finetune "$MODEL" \
-  -o "$STAGES/dense_tuned_${EPOCHS}ep.onnx" --teacher "$MODEL" --epochs "$EPOCHS" "${COMMON[@]}" > "$OUT/dense.log" 2>&1 & P2=$!
-wait $P1 $P2
+LEFT=$(( BUDGET_S - $(elapsed) - 40 ))
+if [ "$MODE" = parallel ]; then
+  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "${COMPRESS[@]}" > "$OUT/pruned.log" 2>&1 & P1=$!
+  # The dense baseline compress would train next, under the name it looks for (so it is not trained twice).
+  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' finetune "$MODEL" \
+    -o "$STAGES/dense_tuned_${EPOCHS}ep.onnx" --teacher "$MODEL" --epochs "$EPOCHS" "${COMMON[@]}" > "$OUT/dense.log" 2>&1 & P2=$!
+  wait $P1 $P2
+else
+  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "${COMPRESS[@]}" --dense-baseline > "$OUT/pruned.log" 2>&1
+  touch "$OUT/dense.log"
+fi
 echo "trained at $(elapsed) s"
 for f in pruned dense; do tr '\r' '\n' < "$OUT/$f.log" | grep -v 'it/s' > "$OUT/$f.txt"; rm "$OUT/$f.log"; done
 tail -n 4 "$OUT/pruned.txt" "$OUT/dense.txt"
