@@ -26,7 +26,7 @@ EXTRA=${EXTRA:-}  # e.g. "--limit 640" for a dry run
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 elapsed() { echo $(( $(date +%s) - T0 )); }
-op() { "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "$@"; }
+ONNXPRUNE=("$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())')
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 nproc
@@ -75,20 +75,20 @@ COMPRESS=(compress "$MODEL" -o "$A/$NAME.onnx" --phases '*layer*/conv1/*' --flop
           --sf 0.7 --sf-low 0.3 --sg 0.7 --recalibrate-bn 1024 --finetune-epochs "$EPOCHS" --distill "${COMMON[@]}")
 LEFT=$(( BUDGET_S - $(elapsed) - 40 ))
 if [ "$MODE" = parallel ]; then
-  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "${COMPRESS[@]}" > "$OUT/pruned.log" 2>&1 & P1=$!
+  timeout "$LEFT" "${ONNXPRUNE[@]}" "${COMPRESS[@]}" > "$OUT/pruned.log" 2>&1 & P1=$!
   # The dense baseline compress would train next, under the name it looks for (so it is not trained twice).
-  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' finetune "$MODEL" \
+  timeout "$LEFT" "${ONNXPRUNE[@]}" finetune "$MODEL" \
     -o "$STAGES/dense_tuned_${EPOCHS}ep.onnx" --teacher "$MODEL" --epochs "$EPOCHS" "${COMMON[@]}" > "$OUT/dense.log" 2>&1 & P2=$!
   wait $P1 $P2
 else
-  timeout "$LEFT" "$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())' "${COMPRESS[@]}" --dense-baseline > "$OUT/pruned.log" 2>&1
+  timeout "$LEFT" "${ONNXPRUNE[@]}" "${COMPRESS[@]}" --dense-baseline > "$OUT/pruned.log" 2>&1
   touch "$OUT/dense.log"
 fi
 echo "trained at $(elapsed) s"
 for f in pruned dense; do tr '\r' '\n' < "$OUT/$f.log" | grep -v 'it/s' > "$OUT/$f.txt"; rm "$OUT/$f.log"; done
 tail -n 4 "$OUT/pruned.txt" "$OUT/dense.txt"
 # Everything exists now: compress only evaluates both on the validation set and writes its report.
-op "${COMPRESS[@]}" --dense-baseline --json > "$OUT/report.json"
+"${ONNXPRUNE[@]}" "${COMPRESS[@]}" --dense-baseline --json > "$OUT/report.json"
 cp "$STAGES/1_tuned.onnx" "$OUT/tuned.onnx"; cp "$STAGES/dense_tuned_${EPOCHS}ep.onnx" "$OUT/dense.onnx"
 "$PY" - "$OUT/report.json" <<'EOF'
 import json, sys

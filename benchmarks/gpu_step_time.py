@@ -33,7 +33,8 @@ def main() -> None:
     device = torch.device(args.device)
     student = to_torch(args.model).module.to(device).train()
     teacher = to_torch(args.teacher).module.to(device).eval()
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0)  # the loop's SGD default
+    # The loop's SGD (no weight decay by default).
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0)
     preprocess, generator = PRESETS["cifar"], torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8))
