@@ -130,7 +130,8 @@ def compress(
             say(f"sparsify: {config.sparsify_epochs} epochs, L1 {config.l1:g}")
             # L1 on the layers the phases prune (all convs when a phase names none).
             globs = tuple(g for phase in config.phases for g in phase) if all(config.phases) else config.train.layers
-            cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs, add_bn=False)
+            cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs, add_bn=False,
+                          distill_features=False)
             train(current, target, data, teacher=teacher, config=cfg, progress=progress)
         current, metric = target, evaluator(target)
         epochs += config.sparsify_epochs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -22,10 +22,11 @@ from torch import nn
 
 from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images
-from onnxprune.model_io import InputError, save_model
+from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_train_report
 from onnxprune.train.add_bn import add_batchnorm, fold_batchnorm
 from onnxprune.train.augment import augment, box_targets
+from onnxprune.train.features import shared_features, with_outputs
 from onnxprune.train.l1 import L1Sparsity
 from onnxprune.train.roundtrip import to_torch, write_back
 
@@ -59,6 +60,7 @@ class TrainConfig:
     prox: bool = True  # L1 as a proximal step (exact zeros) rather than a loss term
     freeze_bn: bool = False  # keep BatchNorm statistics (small or unlabelled data sets)
     add_bn: bool = False  # fine-tune with a BatchNorm after each conv that has none (train.add_bn), folded back
+    distill_features: bool = False  # with a teacher, also match its residual-merge outputs (train.features)
     augment: bool = True
     seed: int = 0
     limit: int | None = None  # use the first N images of the data spec
@@ -81,6 +83,8 @@ class TrainConfig:
         if self.add_bn and self.l1 > 0:
             raise InputError("--add-bn is for fine-tuning, not with --l1: a BatchNorm after a conv would undo "
                              "the penalty's shrinking of its filters")  # fmt: skip
+        if self.distill_features and self.l1 > 0:
+            raise InputError("--distill-features is for fine-tuning, not with --l1")
 
 
 @dataclass
@@ -211,14 +215,25 @@ def train(
     source = student.source
     size = model_input_size(source, config.preprocess)
     images = load_images(data, size, config.limit)
+    teacher_module, features = None, []
+    if teacher is not None:
+        teacher_proto = load_model(teacher)
+        if config.distill_features:
+            features = shared_features(source, teacher_proto)
+            if not features:
+                raise InputError("--distill-features: the model and its teacher share no residual-merge output of the "
+                                 "same shape (a residual network whose blocks were pruned inside has them)")  # fmt: skip
+            teacher_proto = with_outputs(teacher_proto, features)
+            student = replace(to_torch(with_outputs(source, features)), source=source)  # written back without them
+        teacher_module = to_torch(teacher_proto).module.to(device).eval()
+        for p in teacher_module.parameters():
+            p.requires_grad_(False)
+    elif config.distill_features:
+        raise InputError("--distill-features needs a teacher: give --teacher (finetune) or --distill (compress)")
+    outputs_count = len(source.graph.output)  # the model's own outputs; the features come after them
     module = student.module.to(device)
     if config.add_bn:
         add_batchnorm(module)
-    teacher_module = None
-    if teacher is not None:
-        teacher_module = to_torch(teacher).module.to(device).eval()
-        for p in teacher_module.parameters():
-            p.requires_grad_(False)
     detection = None  # the box loss, with distillation added when there is a teacher
     if loss_fn is None and images.boxes is not None:
         detection = _detection_loss(source, data, teacher_module is not None)
@@ -291,10 +306,12 @@ def train(
             if images.boxes is not None:
                 labels = box_targets(images.boxes, index, flipped)
             outputs = _outputs(trained, x)
-            teacher_out = None
+            outputs, feats = outputs[:outputs_count], outputs[outputs_count:]
+            teacher_out, teacher_feats = None, []
             if teacher_module is not None:
                 with torch.no_grad():
                     teacher_out = _outputs(teacher_module, x)
+                teacher_out, teacher_feats = teacher_out[:outputs_count], teacher_out[outputs_count:]
             if loss_fn is not None:
                 loss = loss_fn(outputs, labels, teacher_out)
             else:
@@ -305,6 +322,8 @@ def train(
                     loss = loss + F.cross_entropy(outputs[0], labels)
                 if teacher_out is not None:
                     loss = loss + _distill_loss(outputs, teacher_out)
+            if feats:
+                loss = loss + _distill_loss(feats, teacher_feats)
             if l1 is not None and not config.prox:
                 loss = loss + l1()
             optimizer.zero_grad(set_to_none=True)
