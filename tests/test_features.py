@@ -102,3 +102,23 @@ def test_distill_features_bad_input(resnet, tmp_path, capsys, teacher, needle):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_compress_distill_features_teaches_the_stages_and_the_dense_baseline(resnet, tmp_path, capsys):
+    data = T.labelled_npz(tmp_path / "train.npz", 32, 16, 16)
+    x = (np.load(data)["x"].transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+    errors = {}
+    for features in (False, True):
+        out = tmp_path / f"features_{features}.onnx"
+        args = ["compress", str(resnet), "-o", str(out), "--data", f"npz:{data}", "--phases", "*/conv1/*",
+                "--flops-target", "0.3", "--finetune-epochs", "2", "--batch-size", "8", "--no-augment", "--distill",
+                "--json"]  # fmt: skip
+        assert cli.main(args + ["--distill-features", "--dense-baseline"] * features) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["distilled"] and report["teacher"] == str(resnet)
+        assert report["flops_after"] < report["flops_before"]
+        trained = onnx.load(out)
+        assert [o.name for o in trained.graph.output] == [o.name for o in onnx.load(resnet).graph.output]
+        errors[features] = _feature_error(trained, onnx.load(resnet), x)
+    assert report["dense_tuned_epochs"] == 2 and 0 <= report["metric_dense_tuned"] <= 1
+    assert errors[True] < 0.7 * errors[False], errors

@@ -217,15 +217,15 @@ def train(
     images = load_images(data, size, config.limit)
     teacher_module, features = None, []
     if teacher is not None:
-        teacher_proto = load_model(teacher)
         if config.distill_features:
+            teacher_proto = load_model(teacher)
             features = shared_features(source, teacher_proto)
             if not features:
                 raise InputError("--distill-features: the model and its teacher share no residual-merge output of the "
                                  "same shape (a residual network whose blocks were pruned inside has them)")  # fmt: skip
-            teacher_proto = with_outputs(teacher_proto, features)
+            teacher = with_outputs(teacher_proto, features)
             student = replace(to_torch(with_outputs(source, features)), source=source)  # written back without them
-        teacher_module = to_torch(teacher_proto).module.to(device).eval()
+        teacher_module = to_torch(teacher).module.to(device).eval()
         for p in teacher_module.parameters():
             p.requires_grad_(False)
     elif config.distill_features:
