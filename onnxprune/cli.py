@@ -29,7 +29,8 @@ _RELATIVE_HELP = ("the threshold in units of each layer's RMS weight (each layer
 _ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported models have theirs folded), folded "
                 "back into the conv when written: heavily pruned models recover far better")
 _FEATURES_HELP = ("with a teacher, also train the outputs of the residual blocks (the tensors after each residual Add "
-                  "that the prune left whole) to match the teacher's: pruned residual networks recover far better")
+                  "that the prune left whole) to match the teacher's; helped a pruned ResNet-20 on little data "
+                  "(10,000 images), not on the whole set")
 _L1_GROUPS_HELP = ("weights: the paper's L1 (default); filters: group lasso on each filter's norm; channels: for "
                    "convs followed by BatchNorm, group lasso on its (scale, shift) pair, zeroing the filter with it")
 
