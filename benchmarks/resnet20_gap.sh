@@ -5,7 +5,7 @@
 # (`--teacher --distill-features`), beside the dense model trained alike (`--dense-baseline`: the
 # original, same epochs, recipe and teacher). Every step is skipped when its file exists (resumable).
 #
-#   bash benchmarks/resnet20_gap.sh     # about 75 minutes on 2 cores (teacher 23, cut 22, dense 27)
+#   bash benchmarks/resnet20_gap.sh     # about 70 minutes on 2 cores (teacher 25, cut 22, dense 23)
 # Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8), SEED (0), PY (.venv/bin/python)
 set -euo pipefail
 ASSETS=${ASSETS:-../shared/assets}
