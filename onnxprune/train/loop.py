@@ -61,6 +61,7 @@ class TrainConfig:
     freeze_bn: bool = False  # keep BatchNorm statistics (small or unlabelled data sets)
     add_bn: bool = False  # fine-tune with a BatchNorm after each conv that has none (train.add_bn), folded back
     distill_features: bool = False  # with a teacher, also match its residual-merge outputs (train.features)
+    kd_temperature: float | None = None  # with a teacher: Hinton's loss at this temperature on a classifier's logits
     augment: bool = True
     seed: int = 0
     limit: int | None = None  # use the first N images of the data spec
@@ -85,6 +86,8 @@ class TrainConfig:
                              "the penalty's shrinking of its filters")  # fmt: skip
         if self.distill_features and self.l1 > 0:
             raise InputError("--distill-features is for fine-tuning, not with --l1")
+        if self.kd_temperature is not None and not self.kd_temperature > 0:
+            raise InputError(f"--kd-temperature must be > 0; got {self.kd_temperature}")
 
 
 @dataclass
@@ -175,6 +178,16 @@ def _distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> t
     return total
 
 
+KD_WEIGHT = 0.9  # of Hinton's loss against the labels' cross-entropy, with --kd-temperature
+
+
+def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation loss: KL(teacher || student) of the logits softened by `temperature`,
+    times its square so that its gradients keep their scale whatever the temperature."""
+    return F.kl_div(F.log_softmax(student.float() / temperature, 1), F.log_softmax(teacher.float() / temperature, 1),
+                    reduction="batchmean", log_target=True) * temperature**2  # fmt: skip
+
+
 @torch.no_grad()
 def _accuracy(module: nn.Module, data: ImageSet, preprocess: Preprocess, device: torch.device, batch: int) -> float:
     module.eval()
@@ -201,7 +214,9 @@ def train(
     """Train `model` on `data` and write the trained ONNX model to `output`. With labels and no
     teacher: cross-entropy on the first output (with boxes: an `onnxprune.zoo` SSD's multibox
     loss); with a teacher (an ONNX model, usually the unpruned one): distillation on all outputs,
-    plus that label loss when there is one; or `loss_fn(student_outputs, labels, teacher_outputs)`.
+    plus that label loss when there is one (`config.kd_temperature`: Hinton's loss on a classifier's
+    logits instead, weighted 0.9 against the labels' 0.1); or `loss_fn(student_outputs, labels,
+    teacher_outputs)`.
     `config.l1 > 0` adds the L1 penalty. Returns the JSON of `onnxprune finetune` / `sparsify`."""
     out_path = Path(output)
     if not out_path.parent.is_dir():
@@ -230,6 +245,8 @@ def train(
             p.requires_grad_(False)
     elif config.distill_features:
         raise InputError("--distill-features needs a teacher: give --teacher (finetune) or --distill (compress)")
+    elif config.kd_temperature is not None:
+        raise InputError("--kd-temperature needs a teacher: give --teacher (finetune) or --distill (compress)")
     outputs_count = len(source.graph.output)  # the model's own outputs; the features come after them
     module = student.module.to(device)
     if config.add_bn:
@@ -245,6 +262,12 @@ def train(
         if probe[0].dim() != 2:
             raise InputError("labels need a classifier (first output N x classes); use --teacher for other models")
         check_labels(images, probe[0].shape[1])
+    kd = config.kd_temperature is not None and loss_fn is None
+    if kd and (detection is not None or probe[0].dim() != 2):
+        raise InputError(f"--kd-temperature distils a classifier's logits (first output N x classes); this model's first "
+                         f"output has shape {tuple(probe[0].shape)}: leave it out to distil every output by MSE")  # fmt: skip
+    # With labels Hinton's loss takes KD_WEIGHT of the total, the cross-entropy the rest.
+    kd_weight = KD_WEIGHT if images.labelled else 1.0
     val_set = load_images(val, size) if val is not None else None
     clip = auto_clip(module) if config.clip is None else config.clip
     l1 = (L1Sparsity(module, config.l1, config.layers, config.l1_groups, aliases=student.onnx_names())
@@ -319,8 +342,12 @@ def train(
                 if detection is not None:
                     loss = loss + detection(outputs, labels)
                 elif images.labelled and outputs[0].dim() == 2:
-                    loss = loss + F.cross_entropy(outputs[0], labels)
-                if teacher_out is not None:
+                    loss = loss + (1 - kd_weight if kd else 1.0) * F.cross_entropy(outputs[0], labels)
+                if kd:
+                    loss = loss + kd_weight * _kd_loss(outputs[0], teacher_out[0], config.kd_temperature)
+                    if len(outputs) > 1:  # a classifier's other outputs, matched as without the option
+                        loss = loss + _distill_loss(outputs[1:], teacher_out[1:])
+                elif teacher_out is not None:
                     loss = loss + _distill_loss(outputs, teacher_out)
             if feats:
                 loss = loss + _distill_loss(feats, teacher_feats)
