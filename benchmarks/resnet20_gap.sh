@@ -6,13 +6,15 @@
 # original, same epochs, recipe and teacher). Every step is skipped when its file exists (resumable).
 #
 #   bash benchmarks/resnet20_gap.sh     # about 70 minutes on 2 cores (teacher 25, cut 22, dense 23)
-# Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8), SEED (0), PY (.venv/bin/python)
+# Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8), SEED (0), PY (.venv/bin/python),
+#      DISTILL (--distill-features; e.g. '--kd-temperature 4' for Hinton's loss on the logits instead)
 set -euo pipefail
 ASSETS=${ASSETS:-../shared/assets}
 OUT=${OUT:-build/resnet20-gap}
 EPOCHS=${EPOCHS:-8}
 SEED=${SEED:-0}
 PY=${PY:-.venv/bin/python}
+read -r -a DISTILL <<< "${DISTILL:---distill-features}"
 mkdir -p "$OUT"
 ONNXPRUNE=("$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())')
 MODEL=$ASSETS/models/akamaster_cifar10_resnet20_bn.onnx
@@ -24,7 +26,7 @@ if [ ! -f "$TEACHER" ]; then
 fi
 "${ONNXPRUNE[@]}" compress "$MODEL" -o "$OUT/r20_seed$SEED.onnx" --phases '*layer*/conv1/*' --flops-target 0.5 \
   --relative --sf 0.7 --sf-low 0.3 --sg 0.7 --recalibrate-bn 1024 --finetune-epochs "$EPOCHS" \
-  --teacher "$TEACHER" --distill-features --dense-baseline "${COMMON[@]}" --json > "$OUT/report_seed$SEED.json"
+  --teacher "$TEACHER" "${DISTILL[@]}" --dense-baseline "${COMMON[@]}" --json > "$OUT/report_seed$SEED.json"
 "$PY" - "$OUT/report_seed$SEED.json" <<'EOF2'
 import json, sys
 r = json.load(open(sys.argv[1]))
