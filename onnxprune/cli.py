@@ -352,8 +352,8 @@ def _compress(args: argparse.Namespace) -> int:
         sweep_pruned=args.judge == "pruned", dense_baseline=args.dense_baseline, fold_bn=args.fold_bn,
         relative=args.relative, recalibrate=args.recalibrate_bn, flops_target=args.flops_target,
         params_target=args.params_target, val_limit=args.val_limit, metric=args.metric, decoder=args.decoder,
-        score_threshold=args.score_threshold, distill=args.distill or args.distill_features or args.kd_temperature is not None, teacher=args.teacher,
-        train=train,
+        score_threshold=args.score_threshold, teacher=args.teacher, train=train,
+        distill=args.distill or args.distill_features or args.kd_temperature is not None,
     )  # fmt: skip
     report = compress(args.model, args.output, args.data, val=args.val, config=config,
                       progress=not args.quiet and not args.json)  # fmt: skip
