@@ -42,6 +42,7 @@ echo "installed at $(elapsed) s"
 MODEL=$A/akamaster_cifar10_resnet20_bn.onnx
 STAGES=$A/$NAME.onnx.stages
 [ -f "$STAGES/1_pruned.onnx" ] || { echo "no cut at $STAGES/1_pruned.onnx: run the compress command on the CPU first"; exit 1; }
+rm -f "$STAGES/settings.json"  # the CPU run's record: its cut is reused on purpose, under other epochs
 # Small per-image ops on many threads in two processes oversubscribe the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # Step time alone, then with both trainings stepping at once (two processes share the GPU by time

@@ -6,12 +6,14 @@
 # original, same epochs, recipe and teacher). Every step is skipped when its file exists (resumable).
 #
 #   bash benchmarks/resnet20_gap.sh     # about 70 minutes on 2 cores (teacher 25, cut 22, dense 23)
-# Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8), SEED (0), PY (.venv/bin/python),
+# Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8: both models' fine-tuning),
+#      TEACHER_EPOCHS (EPOCHS: the teacher's), SEED (0), PY (.venv/bin/python),
 #      DISTILL (--distill-features; e.g. '--kd-temperature 4' for Hinton's loss on the logits instead)
 set -euo pipefail
 ASSETS=${ASSETS:-../shared/assets}
 OUT=${OUT:-build/resnet20-gap}
 EPOCHS=${EPOCHS:-8}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-$EPOCHS}
 SEED=${SEED:-0}
 PY=${PY:-.venv/bin/python}
 read -r -a DISTILL <<< "${DISTILL:---distill-features}"
@@ -20,9 +22,9 @@ ONNXPRUNE=("$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(mai
 MODEL=$ASSETS/models/akamaster_cifar10_resnet20_bn.onnx
 COMMON=(--data "npz:$ASSETS/data/cifar10_train_jpeg.npz" --val "npz:$ASSETS/data/cifar10_test_jpeg.npz"
         --preset cifar --batch-size 32 --lr 0.01 --seed "$SEED")
-TEACHER=$OUT/teacher_${EPOCHS}ep.onnx
+TEACHER=$OUT/teacher_${TEACHER_EPOCHS}ep.onnx
 if [ ! -f "$TEACHER" ]; then
-  "${ONNXPRUNE[@]}" finetune "$MODEL" -o "$TEACHER" --teacher "$MODEL" --epochs "$EPOCHS" "${COMMON[@]}" -q
+  "${ONNXPRUNE[@]}" finetune "$MODEL" -o "$TEACHER" --teacher "$MODEL" --epochs "$TEACHER_EPOCHS" "${COMMON[@]}" -q
 fi
 "${ONNXPRUNE[@]}" compress "$MODEL" -o "$OUT/r20_seed$SEED.onnx" --phases '*layer*/conv1/*' --flops-target 0.5 \
   --relative --sf 0.7 --sf-low 0.3 --sg 0.7 --recalibrate-bn 1024 --finetune-epochs "$EPOCHS" \

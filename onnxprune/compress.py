@@ -11,7 +11,9 @@ Each sweep judges, at every candidate threshold, the model Algorithm 1 would pru
 paper judges the thresholded model, which overestimates the pruned one; `sweep_pruned=False`
 restores that). Every stage writes its model (and each sweep its JSON) into `<OUT>.stages/` and
 is skipped when run again (resumable); the final model is copied to OUT, with
-`<OUT>.report.json`, `.md` and `.png` beside it.
+`<OUT>.report.json`, `.md` and `.png` beside it. `<OUT>.stages/settings.json` records what made
+the stages: a run with other settings is refused rather than resumed from stages they did not make
+(without that file, stage files put there by hand are used as they are).
 Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
 multibox loss of an `onnxprune.zoo` SSD, other detectors distil); otherwise the original model is
 the teacher (fidelity, distillation), so an ONNX file and some images are enough. `distill` adds
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -95,8 +97,9 @@ def compress(
         raise InputError(f"--recalibrate-bn must be >= 0 (images); got {config.recalibrate}")
     budget = _budget(config)
     stages = out.with_name(out.name + ".stages")
-    stages.mkdir(exist_ok=True)
     original = load_model(model)
+    stages.mkdir(exist_ok=True)
+    _claim_stages(stages, _settings(model, data, val, config))
     if config.teacher is not None:
         _check_teacher(original, config.teacher)
     preprocess: Preprocess = config.train.preprocess
@@ -219,6 +222,43 @@ def _check_teacher(original: onnx.ModelProto, teacher: str) -> None:
     if len(theirs) != len(ours) or any(a and b and a != b for a, b in zip(theirs[1:], ours[1:])):
         raise InputError(f"--teacher {teacher}: its input {theirs} is not the model's {ours}; "
                          "give a teacher that reads the same images")  # fmt: skip
+
+
+# Knobs that leave every stage file as it is: asking for the baseline, and where training runs.
+_RESUMABLE_ACROSS = ("dense_baseline", "train.device")
+
+
+def _settings(model, data: str, val: str | None, config: CompressConfig) -> dict:
+    """What the stage files depend on, as plain JSON values."""
+    flat = {"model": os.path.abspath(model), "data": data, "val": val or data}
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = json.loads(json.dumps(value, default=str))
+    walk("", asdict(config))
+    for key in _RESUMABLE_ACROSS:
+        flat.pop(key)
+    return flat
+
+
+def _claim_stages(stages: Path, settings: dict) -> None:
+    """Refuse to resume from stages that other settings made (`settings.json` in the folder);
+    otherwise record these settings (a folder with no stage in it yet is anyone's)."""
+    record = stages / "settings.json"
+    made = json.loads(record.read_text()) if record.is_file() else None
+    if made is not None and any(not p.name.startswith(record.name) for p in stages.iterdir()):
+        changed = [f"{key} {made.get(key, 'unset')} -> {settings.get(key, 'unset')}"
+                   for key in sorted(made.keys() | settings.keys()) if made.get(key) != settings.get(key)]  # fmt: skip
+        if changed:
+            raise InputError(f"{stages} holds the stages of a run with other settings ({'; '.join(changed)}); "
+                             f"give another --output, or delete the folder (or its settings.json, to reuse "
+                             f"its stages on purpose)")  # fmt: skip
+        return
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps(settings, indent=1) + "\n")
+    tmp.replace(record)
 
 
 def _budget(config: CompressConfig) -> tuple[str, float] | None:

@@ -43,3 +43,14 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     assert again["dense_tuned_epochs"] == 2 and (folder / "dense_tuned_2ep.onnx").is_file()
     assert 0 < again["metric_dense_tuned"] <= 1 and again["metric_after"] == report["metric_after"]
     assert "dense model trained 2 epochs alike" in (tmp_path / "small.onnx.report.md").read_text()
+    # Other settings are not resumed from these stages: refused, naming what changed, nothing touched.
+    made = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert cli.main([*args, "--finetune-epochs", "2", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "finetune_epochs 1 -> 2" in err and "train.lr 0.01 -> 0.5" in err
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == made
+    # Without the record the stages are used as they are (as when put there by hand), and the record is renewed.
+    (folder / "settings.json").unlink()
+    assert cli.main([*args, "--finetune-epochs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric_after"] == report["metric_after"]
+    assert json.loads((folder / "settings.json").read_text())["finetune_epochs"] == 2
