@@ -28,6 +28,9 @@ _RELATIVE_HELP = ("the threshold in units of each layer's RMS weight (each layer
                   "instead of one absolute threshold, which empties layers with small weights first")
 _ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported models have theirs folded), folded "
                 "back into the conv when written: heavily pruned models recover far better")
+_PRECISE_BN_HELP = ("after training, re-estimate BatchNorm's running statistics on N training images (spread over "
+                    "the set, unaugmented) instead of keeping the averages of the last augmented batches: 1.4 to 2.1 "
+                    "points for ResNet-20 on CIFAR-10; 0: keep them (default 4096; nothing with --freeze-bn)")
 _FEATURES_HELP = ("with a teacher, also train the outputs of the residual blocks (the tensors after each residual Add "
                   "that the prune left whole) to match the teacher's; helped a pruned ResNet-20 on little data "
                   "(10,000 images), not on the whole set")
@@ -100,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--freeze-bn", action="store_true",
                        help="keep BatchNorm running statistics (small or unlabelled data sets)")  # fmt: skip
         p.add_argument("--add-bn", action="store_true", help=_ADD_BN_HELP)
+        p.add_argument("--precise-bn", type=int, default=4096, metavar="N", help=_PRECISE_BN_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
@@ -191,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--val-limit", type=int, help="use N validation images spread over the set")
     comp.add_argument("--freeze-bn", action="store_true")
     comp.add_argument("--add-bn", action="store_true", help=_ADD_BN_HELP + " (the fine-tuning stages)")
+    comp.add_argument("--precise-bn", type=int, default=4096, metavar="N", help=_PRECISE_BN_HELP + " (every stage)")
     comp.add_argument("--no-augment", action="store_true")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--device", default="auto")
@@ -290,7 +295,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l1=args.l1, layers=tuple(args.layers),
         threshold=args.report_threshold, augment=not args.no_augment, seed=args.seed, limit=args.limit,
         device=args.device, preprocess=_preprocess(args), prox=not args.l1_in_loss, l1_groups=args.l1_groups,
-        freeze_bn=args.freeze_bn, add_bn=args.add_bn, optimizer=args.optimizer, clip=args.clip_grad,
+        freeze_bn=args.freeze_bn, add_bn=args.add_bn, precise_bn=args.precise_bn, optimizer=args.optimizer, clip=args.clip_grad,
         weight_decay=args.weight_decay, distill_features=getattr(args, "distill_features", False),
         kd_temperature=getattr(args, "kd_temperature", None),
     )  # fmt: skip
@@ -343,7 +348,7 @@ def _compress(args: argparse.Namespace) -> int:
 
     train = TrainConfig(batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, seed=args.seed,
                         limit=args.limit, device=args.device, preprocess=_preprocess(args), freeze_bn=args.freeze_bn,
-                        l1_groups=args.l1_groups, add_bn=args.add_bn, optimizer=args.optimizer,
+                        l1_groups=args.l1_groups, add_bn=args.add_bn, precise_bn=args.precise_bn, optimizer=args.optimizer,
                         clip=args.clip_grad, weight_decay=args.weight_decay,
                         distill_features=args.distill_features, kd_temperature=args.kd_temperature)  # fmt: skip
     phases = tuple(tuple(g for g in phase.split(",") if g) for phase in args.phases)

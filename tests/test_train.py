@@ -16,6 +16,8 @@ import topologies as T
 from PIL import Image
 
 from onnxprune import cli
+from onnxprune.datasets import Preprocess, load_images
+from onnxprune.train.recalibrate import recalibrate_batchnorm
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--no-augment", "-q"]
 
@@ -214,6 +216,7 @@ def test_gradient_clipping_auto_and_given(vgg, labelled, tmp_path, capsys):
         (["--resume"], "no checkpoint"),
         (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
         (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
+        (["--precise-bn", "-1"], "--precise-bn must be >= 0"),
     ],
 )
 def test_bad_arguments(vgg, labelled, tmp_path, capsys, extra, needle):
@@ -282,3 +285,36 @@ def test_weight_decay_shrinks_the_weights(vgg, labelled, tmp_path, capsys):
     code, _, err = _run(["finetune", str(vgg), "-o", str(tmp_path / "wd0.onnx"), "--data", f"npz:{labelled}",
                          *FAST, "--lr", "0.05", "--epochs", "2", "--resume"], capsys)  # fmt: skip
     assert code == 0, err  # no --weight-decay is SGD's default, 0: the same as the checkpoint's
+
+
+def _bn_stats(model) -> dict[str, np.ndarray]:
+    """The running means and variances of a model (or of the file at a path), by name."""
+    model = model if isinstance(model, onnx.ModelProto) else onnx.load(model)
+    names = {name for n in model.graph.node if n.op_type == "BatchNormalization" for name in n.input[3:5]}
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name in names}
+
+
+def test_precise_bn_gives_batchnorm_the_clean_training_images_statistics(vgg, labelled, tmp_path, capsys):
+    """With augmentation the running averages are those of the last augmented batches; --precise-bn N
+    replaces them by the statistics of N training images as they are (what recalibrate_batchnorm
+    computes on the same weights), and changes nothing else; --freeze-bn keeps the model's own."""
+    base = ["finetune", str(vgg), "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8", "-q"]
+    runs = {n: tmp_path / f"precise{n}.onnx" for n in (0, 32)}
+    for n, out in runs.items():
+        assert _run([*base, "-o", str(out), "--precise-bn", str(n)], capsys)[0] == 0
+    images = load_images(f"npz:{labelled}", _input_hw(vgg)[::-1], 32)
+    expected = _bn_stats(recalibrate_batchnorm(onnx.load(runs[0]), images, Preprocess()))
+    got, kept = _bn_stats(runs[32]), _bn_stats(runs[0])
+    assert got.keys() == expected.keys() and len(got) >= 2
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5)
+    assert any(not np.allclose(kept[name], expected[name], rtol=1e-2, atol=1e-3) for name in got)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(runs[0]).graph.initializer if t.name not in got}
+    for t in onnx.load(runs[32]).graph.initializer:
+        if t.name not in got:
+            np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), weights[t.name])
+    frozen = tmp_path / "frozen.onnx"
+    assert _run([*base, "-o", str(frozen), "--freeze-bn"], capsys)[0] == 0
+    original = _bn_stats(vgg)
+    for name, value in _bn_stats(frozen).items():
+        np.testing.assert_array_equal(value, original[name])

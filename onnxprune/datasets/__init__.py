@@ -1,5 +1,5 @@
 """Data for training and evaluation: the `--data` specs and preprocessing."""
 
-from onnxprune.datasets.specs import PRESETS, ImageSet, Preprocess, check_labels, load_images
+from onnxprune.datasets.specs import PRESETS, ImageSet, Preprocess, check_labels, load_images, spread
 
-__all__ = ["PRESETS", "ImageSet", "Preprocess", "check_labels", "load_images"]
+__all__ = ["PRESETS", "ImageSet", "Preprocess", "check_labels", "load_images", "spread"]

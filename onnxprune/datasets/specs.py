@@ -100,7 +100,7 @@ def load_images(spec: str, size: tuple[int, int], limit: int | None = None) -> I
     return data
 
 
-def _spread(count: int, limit: int | None) -> np.ndarray:
+def spread(count: int, limit: int | None) -> np.ndarray:
     """Indices of `limit` items spread evenly over `count` (all when no limit)."""
     if limit is None or limit >= count:
         return np.arange(count)
@@ -145,13 +145,13 @@ def _imagefolder(path: str, size, limit) -> ImageSet:
         for file in _files(folder / name):
             images.append(_decode(file, size, str(file)))
             labels.append(label)
-    keep = _spread(len(images), limit)
+    keep = spread(len(images), limit)
     return ImageSet(_stack([images[i] for i in keep], size), np.array(labels, np.int64)[keep], classes)
 
 
 def _images(path: str, size, limit) -> ImageSet:
     files = _files(_folder(path, "images"))
-    files = [files[i] for i in _spread(len(files), limit)]
+    files = [files[i] for i in spread(len(files), limit)]
     return ImageSet(_stack([_decode(f, size, str(f)) for f in files], size), np.full(len(files), -1, np.int64))
 
 
@@ -173,7 +173,7 @@ def _voc(path: str, size, limit) -> ImageSet:
     if not notes.is_dir():
         return _images(str(folder / "JPEGImages" if (folder / "JPEGImages").is_dir() else folder), size, limit)
     files = _files(folder / "JPEGImages")
-    files = [files[i] for i in _spread(len(files), limit)]
+    files = [files[i] for i in spread(len(files), limit)]
     objects = []
     for file in files:
         xml = notes / f"{file.stem}.xml"
@@ -223,7 +223,7 @@ def _coco(rest: str, size, limit) -> ImageSet:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"--data coco:{rest}: cannot read the annotations ({err})") from err
     folder = _folder(images, "coco")
-    entries = [entries[i] for i in _spread(len(entries), limit)]
+    entries = [entries[i] for i in spread(len(entries), limit)]
     index = {c["id"]: k for k, c in enumerate(categories)}
     boxes = []
     for entry in entries:
@@ -252,13 +252,13 @@ def _npz(path: str, size, limit) -> ImageSet:
         if "offsets" not in data.files:
             raise InputError(f"--data npz:{path}: JPEG bytes need an `offsets` array (N+1 entries)")
         jpeg, offsets = data["jpeg"], data["offsets"]
-        keep = _spread(len(offsets) - 1, limit)
+        keep = spread(len(offsets) - 1, limit)
         images = [_decode(jpeg[offsets[i] : offsets[i + 1]].tobytes(), size, f"{path}[{i}]") for i in keep]
         labels = data["labels"][keep].astype(np.int64) if "labels" in data.files else np.full(len(keep), -1, np.int64)
         return ImageSet(_stack(images, size), labels, classes)
     if "x" not in data.files:
         raise InputError(f"--data npz:{path}: needs arrays `x` (+ `y`) or `jpeg` + `offsets` (+ `labels`)")
-    keep = _spread(len(data["x"]), limit)
+    keep = spread(len(data["x"]), limit)
     x = data["x"][keep]
     if x.ndim != 4:
         raise InputError(f"--data npz:{path}: `x` must be 4-D images; got shape {x.shape}")

@@ -19,7 +19,7 @@ from onnxprune.evaluate.metrics import Evaluator, ModelLike
 from onnxprune.model_io import load_model
 from onnxprune.train.roundtrip import to_torch, write_back
 
-__all__ = ["Recalibrated", "recalibrate_batchnorm"]
+__all__ = ["Recalibrated", "recalibrate_batchnorm", "reestimate_batchnorm"]
 
 
 def recalibrate_batchnorm(model: ModelLike, images: ImageSet, preprocess: Preprocess, batch_size: int = 128) -> onnx.ModelProto:
@@ -30,16 +30,35 @@ def recalibrate_batchnorm(model: ModelLike, images: ImageSet, preprocess: Prepro
     if not any(n.op_type == "BatchNormalization" for n in proto.graph.node) or len(images) == 0:
         return proto
     converted = to_torch(proto)
-    module = converted.module.eval()
-    for bn in module.modules():
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None  # a cumulative average over all batches
-            bn.train()
+    reestimate_batchnorm(converted.module, images.images, preprocess, batch_size)
+    return write_back(converted, converted.module.eval())
+
+
+def reestimate_batchnorm(module: nn.Module, images: np.ndarray, preprocess: Preprocess, batch_size: int = 128,
+                         index: np.ndarray | None = None) -> bool:  # fmt: skip
+    """Replace the running mean and variance of every BatchNorm in `module` (in place) by their
+    averages over `images` (uint8, N x H x W x 3; only those at `index` when given), fed on the
+    module's device without gradients; the module is left in eval mode. False when it has no
+    BatchNorm."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    index = np.arange(len(images)) if index is None else index
+    if not norms or len(index) == 0:
+        return False
+    device = next(module.parameters()).device
+    momenta = [bn.momentum for bn in norms]
+    module.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over all batches
+        bn.train()
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            module(preprocess(torch.from_numpy(np.ascontiguousarray(images.images[start : start + batch_size]))))
-    return write_back(converted, module.eval())
+        for start in range(0, len(index), batch_size):
+            batch = np.ascontiguousarray(images[index[start : start + batch_size]])
+            module(preprocess(torch.from_numpy(batch)).to(device))
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    module.eval()
+    return True
 
 
 @dataclass
