@@ -384,7 +384,7 @@ def train(
     precise = 0
     if config.precise_bn > 0 and not config.freeze_bn:
         # The running averages follow the last few augmented batches; the clean training images' own statistics
-        # score higher and steadier (ResNet-20 on CIFAR-10: 1.4 to 2.1 points, benchmarks/README.md).
+        # score higher and steadier (ResNet-20 on CIFAR-10: 1.3 to 2.1 points, benchmarks/README.md).
         index = spread(len(images), config.precise_bn)
         if reestimate_batchnorm(module, images.images, config.preprocess, index=index):
             precise = len(index)
