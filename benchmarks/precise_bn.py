@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ def main() -> None:
         precise = [evaluate(recalibrate_batchnorm(model, ImageSet(train.images[i], train.labels[i]), preprocess))
                    for i in subsets]  # fmt: skip
         running = [evaluate(running_averages(path, train, args.batches, seed)) for seed in range(args.repeats)]
-        row = {"model": str(path), "as_written": evaluate(model), "precise": precise, "running": running}
+        row = {"model": os.path.relpath(path, ROOT.parent), "as_written": evaluate(model), "precise": precise,
+               "running": running}  # fmt: skip
         rows.append(row)
         print(f"{path}: as written {100 * row['as_written']:.2f}%, precise {100 * np.mean(precise):.2f}% "
               f"(range {100 * (max(precise) - min(precise)):.2f}), running averages {100 * np.mean(running):.2f}% "
