@@ -42,7 +42,10 @@ echo "installed at $(elapsed) s"
 MODEL=$A/akamaster_cifar10_resnet20_bn.onnx
 STAGES=$A/$NAME.onnx.stages
 [ -f "$STAGES/1_pruned.onnx" ] || { echo "no cut at $STAGES/1_pruned.onnx: run the compress command on the CPU first"; exit 1; }
-rm -f "$STAGES/settings.json"  # the CPU run's record: its cut is reused on purpose, under other epochs
+# The CPU run's record names its epochs: while the folder holds only its cut, the cut is reused on
+# purpose under other epochs. Once a model was trained here the record stays, so that a run with other
+# settings is refused rather than resumed from models it did not train.
+ls "$STAGES"/*tuned* > /dev/null 2>&1 || rm -f "$STAGES/settings.json"
 # Small per-image ops on many threads in two processes oversubscribe the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # Step time alone, then with both trainings stepping at once (two processes share the GPU by time

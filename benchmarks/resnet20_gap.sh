@@ -4,9 +4,10 @@
 # to half the FLOPs and fine-tunes the cut with labels plus the teacher's logits and block outputs
 # (`--teacher --distill-features`), beside the dense model trained alike (`--dense-baseline`: the
 # original, same epochs, recipe and teacher). Every step is skipped when its file exists (resumable).
-# Every model trained here (the teacher too) has its BatchNorm statistics re-estimated on 4,096 clean
-# training images at the end (`--precise-bn`, the default since 2026-12-04's fourteenth session);
-# the figures of benchmarks/README.md from before that date were measured without.
+# Every model trained here has its BatchNorm statistics re-estimated on 4,096 clean training images
+# at the end (`--precise-bn`, the default since 2026-12-04's fourteenth session), the teacher too
+# unless an older one is reused from OUT; the figures of benchmarks/README.md from before that date
+# were measured without.
 #
 #   bash benchmarks/resnet20_gap.sh     # about 70 minutes on 2 cores (teacher 25, cut 22, dense 23)
 # Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8: both models' fine-tuning),

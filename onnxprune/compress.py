@@ -13,7 +13,7 @@ restores that). Every stage writes its model (and each sweep its JSON) into `<OU
 is skipped when run again (resumable); the final model is copied to OUT, with
 `<OUT>.report.json`, `.md` and `.png` beside it. `<OUT>.stages/settings.json` records what made
 the stages: a run with other settings is refused rather than resumed from stages they did not make
-(without that file, stage files put there by hand are used as they are).
+(without that file, stage files put there by hand are used as they are, with a warning).
 Labels are used when the data has them (accuracy and cross-entropy; for boxes mAP@0.5 and the
 multibox loss of an `onnxprune.zoo` SSD, other detectors distil); otherwise the original model is
 the teacher (fidelity, distillation), so an ONNX file and some images are enough. `distill` adds
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -229,33 +230,63 @@ _RESUMABLE_ACROSS = ("dense_baseline", "train.device")
 
 
 def _settings(model, data: str, val: str | None, config: CompressConfig) -> dict:
-    """What the stage files depend on, as plain JSON values."""
-    flat = {"model": os.path.abspath(model), "data": data, "val": val or data}
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}{key}.", item)
-        else:
-            flat[prefix[:-1]] = json.loads(json.dumps(value, default=str))
-    walk("", asdict(config))
+    """What the stage files depend on, as plain JSON values; paths made absolute, so the same file
+    typed another way (`./m.onnx`, `m.onnx`) is the same setting."""
+    flat = {"model": _located(str(model)), "data": _located(data), "val": _located(val or data)}
+    flat |= _flat(asdict(config))
+    if flat.get("teacher") is not None:
+        flat["teacher"] = _located(flat["teacher"])
     for key in _RESUMABLE_ACROSS:
         flat.pop(key)
     return flat
 
 
+def _flat(fields: dict, prefix: str = "") -> dict:
+    """Nested dataclass fields as one level of dotted keys (`train.lr`) with JSON values."""
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = json.loads(json.dumps(value, default=str))
+    return flat
+
+
+def _located(spec: str) -> str:
+    """A model path or data spec (`KIND:PATH`, `coco:ANNOTATIONS:IMAGES`) with each part that names
+    an existing file or folder made absolute."""
+    kind, sep, rest = spec.partition(":")
+    parts = rest.split(":") if sep and not os.path.exists(spec) else None
+    if parts is None:
+        return os.path.abspath(spec) if os.path.exists(spec) else spec
+    return ":".join([kind, *(os.path.abspath(p) if p and os.path.exists(p) else p for p in parts)])
+
+
 def _claim_stages(stages: Path, settings: dict) -> None:
     """Refuse to resume from stages that other settings made (`settings.json` in the folder);
-    otherwise record these settings (a folder with no stage in it yet is anyone's)."""
+    otherwise record these settings (a folder with no stage in it yet is anyone's). A setting the
+    record lacks (a knob added since) counts as unchanged when it is at its default."""
     record = stages / "settings.json"
-    made = json.loads(record.read_text()) if record.is_file() else None
-    if made is not None and any(not p.name.startswith(record.name) for p in stages.iterdir()):
-        changed = [f"{key} {made.get(key, 'unset')} -> {settings.get(key, 'unset')}"
-                   for key in sorted(made.keys() | settings.keys()) if made.get(key) != settings.get(key)]  # fmt: skip
-        if changed:
-            raise InputError(f"{stages} holds the stages of a run with other settings ({'; '.join(changed)}); "
-                             f"give another --output, or delete the folder (or its settings.json, to reuse "
-                             f"its stages on purpose)")  # fmt: skip
-        return
+    held = sorted(p.name for p in stages.iterdir() if not p.name.startswith(record.name))
+    if record.is_file():
+        try:
+            made = json.loads(record.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{record}: not a settings record ({err}); delete it to reuse the stages of "
+                             f"{stages} as they are, or give another --output") from None  # fmt: skip
+        if held:
+            defaults = _flat(asdict(CompressConfig()))
+            changed = [f"{key} {made.get(key, 'unset')} -> {value}" for key, value in sorted(settings.items())
+                       if made.get(key, defaults.get(key)) != value]  # fmt: skip
+            if changed:
+                raise InputError(f"{stages} holds the stages of a run with other settings ({'; '.join(changed)}); "
+                                 f"give another --output, or delete the folder (or its settings.json, to reuse "
+                                 f"its stages on purpose)")  # fmt: skip
+            if all(key in made for key in settings):
+                return
+    elif held:
+        print(f"[compress] {stages} holds stage files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) "
+              f"but no settings.json: using them as they are, under this run's settings", file=sys.stderr)  # fmt: skip
     tmp = record.with_name(record.name + ".tmp")
     tmp.write_text(json.dumps(settings, indent=1) + "\n")
     tmp.replace(record)

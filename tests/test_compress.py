@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import onnx
+import pytest
 import topologies as T
 from test_sweep import _sparse_ssd
 
 from onnxprune import cli
+from onnxprune.model_io import InputError
 
 
 def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, capsys):
@@ -54,3 +56,51 @@ def test_label_free_compress_writes_the_model_the_report_and_resumes(tmp_path, c
     assert cli.main([*args, "--finetune-epochs", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["metric_after"] == report["metric_after"]
     assert json.loads((folder / "settings.json").read_text())["finetune_epochs"] == 2
+
+
+def _claim(folder, settings):
+    from onnxprune.compress import _claim_stages
+
+    _claim_stages(folder, settings)
+    return json.loads((folder / "settings.json").read_text())
+
+
+def test_stage_records_compare_paths_by_file_and_new_knobs_by_default(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from onnxprune.compress import CompressConfig, _settings
+    from onnxprune.train.loop import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    (tmp_path / "train.npz").write_bytes(b"")
+    config = CompressConfig(teacher="m.onnx")
+    typed = _settings("m.onnx", "npz:train.npz", None, config)
+    assert typed == _settings(tmp_path / "m.onnx", f"npz:{tmp_path}/./train.npz", None,
+                              replace(config, teacher=str(tmp_path / "m.onnx")))  # fmt: skip
+    assert typed["data"] == typed["val"] == f"npz:{tmp_path / 'train.npz'}" and typed["teacher"] == str(tmp_path / "m.onnx")
+    assert _settings("m.onnx", "shapes:64", None, config)["data"] == "shapes:64", "a count is not a path"
+    assert _settings("m.onnx", "npz:a", None, replace(config, train=TrainConfig(lr=0.5)))["train.lr"] == 0.5
+
+    folder = tmp_path / "out.stages"
+    folder.mkdir()
+    (folder / "1_pruned.onnx").write_bytes(b"cut")
+    old = {key: value for key, value in typed.items() if key != "train.precise_bn"}  # made before that knob
+    (folder / "settings.json").write_text(json.dumps(old))
+    assert _claim(folder, typed) == typed, "a knob the record lacks, at its default, is no change; the record is renewed"
+    (folder / "settings.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match=r"train\.precise_bn unset -> 0\b"):
+        _claim(folder, typed | {"train.precise_bn": 0})
+    (folder / "settings.json").write_text("{ half-written")
+    with pytest.raises(InputError, match="settings.json: not a settings record"):
+        _claim(folder, typed)
+
+
+def test_stages_without_a_record_are_used_with_a_warning(tmp_path, capsys):
+    folder = tmp_path / "out.stages"
+    folder.mkdir()
+    assert _claim(folder, {"model": "m"}) == {"model": "m"} and capsys.readouterr().err == "", "an empty folder is anyone's"
+    (folder / "settings.json").unlink()
+    (folder / "1_pruned.onnx").write_bytes(b"cut")
+    assert _claim(folder, {"model": "m"}) == {"model": "m"}
+    assert "holds stage files (1_pruned.onnx) but no settings.json" in capsys.readouterr().err
