@@ -62,9 +62,11 @@ def main() -> None:
     preprocess = PRESETS["cifar"]
     train = load_images(f"npz:{ASSETS / 'cifar10_train_jpeg.npz'}", (32, 32))
     test = load_images(f"npz:{ASSETS / 'cifar10_test_jpeg.npz'}", (32, 32))
+    if not 1 <= args.images <= len(train):
+        parser.error(f"--images must be 1 to {len(train)} (the training images)")
     stride = len(train) // args.images  # the sets are spread over the whole set (it is sorted by class)
     if not 1 <= args.repeats <= stride:
-        parser.error(f"--repeats must be 1 to {stride} for {args.images} images of {len(train)}")
+        parser.error(f"--repeats must be 1 to {stride} (disjoint sets of {args.images} images in {len(train)})")
     rows = []
     for path in args.models:
         model = load_model(path)
@@ -80,7 +82,7 @@ def main() -> None:
               f"(range {100 * (max(precise) - min(precise)):.2f}), running averages {100 * np.mean(running):.2f}% "
               f"(range {100 * (max(running) - min(running)):.2f})", flush=True)  # fmt: skip
     out = ROOT / "results" / args.name
-    out.with_suffix(".json").write_text(json.dumps({"images": args.images, "batches": args.batches, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"images": args.images, "batches": args.batches, "repeats": args.repeats, "rows": rows}, indent=1) + "\n")
     lines = ["| model | as written | precise (mean, range) | running averages (mean, range) |", "|---|---|---|---|"]
     for r in rows:
         p, q = r["precise"], r["running"]

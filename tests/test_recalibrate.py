@@ -9,10 +9,12 @@ import json
 import numpy as np
 import onnx
 import topologies as T
+import torch
+from torch import nn
 
 from onnxprune import cli
 from onnxprune.datasets import ImageSet, Preprocess, load_images
-from onnxprune.train.recalibrate import Recalibrated, recalibrate_batchnorm
+from onnxprune.train.recalibrate import Recalibrated, recalibrate_batchnorm, reestimate_batchnorm
 
 
 def _images(count: int, seed: int = 0) -> ImageSet:
@@ -138,3 +140,21 @@ def test_compress_distill_adds_the_original_or_a_given_teacher_to_labels(tmp_pat
         err = capsys.readouterr().err
         assert code == 2 and f"--teacher {teacher}" in err and says in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists() and not (tmp_path / "refused.onnx.stages" / "1_pruned.onnx").exists()
+
+
+def test_a_last_batch_of_one_image_joins_the_one_before():
+    """BatchNorm after global pooling sees one value per channel per image: a batch of one cannot be
+    normalised in training mode, so 9 images in batches of 4 go as 4 + 5, each batch counting once in
+    the cumulative average."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(4))
+    images = _images(9).images
+    assert reestimate_batchnorm(module, images, Preprocess(), batch_size=4)
+    assert not module.training
+    with torch.no_grad():
+        pooled = module[:3](torch.from_numpy(_as_input(images))).numpy().astype(np.float64)
+    np.testing.assert_allclose(module[3].running_mean.numpy(), (pooled[:4].mean(0) + pooled[4:].mean(0)) / 2, rtol=1e-5)
+    np.testing.assert_allclose(module[3].running_var.numpy(),
+                               (pooled[:4].var(0, ddof=1) + pooled[4:].var(0, ddof=1)) / 2, rtol=1e-4)  # fmt: skip
+    assert module[3].momentum == 0.1, "the module's own momentum is restored"
+    assert not reestimate_batchnorm(module, images, Preprocess(), index=np.arange(0)), "no images: nothing changed"

@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import pytest
 import topologies as T
+import torch
 from PIL import Image
 
 from onnxprune import cli
-from onnxprune.datasets import Preprocess, load_images
+from onnxprune.datasets import Preprocess, load_images, spread
 from onnxprune.train.recalibrate import recalibrate_batchnorm
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--no-augment", "-q"]
@@ -296,15 +297,23 @@ def _bn_stats(model) -> dict[str, np.ndarray]:
 
 def test_precise_bn_gives_batchnorm_the_clean_training_images_statistics(vgg, labelled, tmp_path, capsys):
     """With augmentation the running averages are those of the last augmented batches; --precise-bn N
-    replaces them by the statistics of N training images as they are (what recalibrate_batchnorm
-    computes on the same weights), and changes nothing else; --freeze-bn keeps the model's own."""
-    base = ["finetune", str(vgg), "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8", "-q"]
+    replaces them by the statistics of N training images as they are (spread over the set; for the
+    first BatchNorm computed here from its input, for all as recalibrate_batchnorm does on the same
+    weights), and changes nothing else; the accuracy reported is the written model's; --freeze-bn
+    keeps the model's own statistics."""
+    base = ["finetune", str(vgg), "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8"]
     runs = {n: tmp_path / f"precise{n}.onnx" for n in (0, 32)}
     for n, out in runs.items():
-        assert _run([*base, "-o", str(out), "--precise-bn", str(n)], capsys)[0] == 0
+        assert _run([*base, "-o", str(out), "--precise-bn", str(n), "-q"], capsys)[0] == 0
+    raw = np.load(labelled)["x"][spread(48, 32)]
+    first = next(n for n in onnx.load(runs[0]).graph.node if n.op_type == "BatchNormalization")
+    x = Preprocess()(torch.from_numpy(raw)).numpy()
+    seen = T.run(T.with_outputs(onnx.load(runs[0]), [first.input[0]]), x)[-1]
+    got, kept = _bn_stats(runs[32]), _bn_stats(runs[0])
+    np.testing.assert_allclose(got[first.input[3]], seen.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[first.input[4]], seen.var(axis=(0, 2, 3), ddof=1), rtol=1e-4, atol=1e-5)
     images = load_images(f"npz:{labelled}", _input_hw(vgg)[::-1], 32)
     expected = _bn_stats(recalibrate_batchnorm(onnx.load(runs[0]), images, Preprocess()))
-    got, kept = _bn_stats(runs[32]), _bn_stats(runs[0])
     assert got.keys() == expected.keys() and len(got) >= 2
     for name in got:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5)
@@ -313,8 +322,16 @@ def test_precise_bn_gives_batchnorm_the_clean_training_images_statistics(vgg, la
     for t in onnx.load(runs[32]).graph.initializer:
         if t.name not in got:
             np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), weights[t.name])
+    code, out, err = _run([*base, "-o", str(tmp_path / "val.onnx"), "--val", f"npz:{labelled}", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    val = load_images(f"npz:{labelled}", _input_hw(vgg)[::-1])
+    written = onnx.load(tmp_path / "val.onnx")
+    accuracy = np.mean(np.argmax(T.run(written, Preprocess()(torch.from_numpy(val.images)).numpy())[0], 1) == val.labels)
+    assert report["precise_bn"] == 48 and report["metric_after"] == pytest.approx(accuracy, abs=1e-9)
+    assert "re-estimated on 48 unaugmented training images" in (tmp_path / "val.onnx.report.md").read_text()
     frozen = tmp_path / "frozen.onnx"
-    assert _run([*base, "-o", str(frozen), "--freeze-bn"], capsys)[0] == 0
+    assert _run([*base, "-o", str(frozen), "--freeze-bn", "-q"], capsys)[0] == 0
     original = _bn_stats(vgg)
     for name, value in _bn_stats(frozen).items():
         np.testing.assert_array_equal(value, original[name])

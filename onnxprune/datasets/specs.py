@@ -25,7 +25,7 @@ import torch
 
 from onnxprune.model_io import InputError
 
-__all__ = ["PRESETS", "ImageSet", "Preprocess", "check_labels", "load_images"]
+__all__ = ["PRESETS", "ImageSet", "Preprocess", "check_labels", "load_images", "spread"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 

@@ -389,11 +389,12 @@ def train(
         if reestimate_batchnorm(module, images.images, config.preprocess, index=index):
             precise = len(index)
     metric_after = history[-1].get("accuracy") if history else None
-    if precise and metric_before is not None:
+    if metric_before is not None and (precise or metric_after is None):  # None: resumed past the last epoch
         running, metric_after = metric_after, _accuracy(module, val_set, config.preprocess, device, 256)
-        if progress and dist.main:
-            print(f"BatchNorm statistics re-estimated on {precise} training images: val accuracy {metric_after:.4f} "
-                  f"(running averages: {running:.4f})", file=sys.stderr)  # fmt: skip
+        if precise and progress and dist.main:
+            before = "" if running is None else f" (running averages: {running:.4f})"
+            print(f"BatchNorm statistics re-estimated on {precise} training images: val accuracy {metric_after:.4f}{before}",
+                  file=sys.stderr)  # fmt: skip
     module.eval()
     fold_batchnorm(module)
     result = {"output": str(out_path), "epochs": config.epochs, "history": history, "data": data, "images": len(images),

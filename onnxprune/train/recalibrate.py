@@ -38,8 +38,9 @@ def reestimate_batchnorm(module: nn.Module, images: np.ndarray, preprocess: Prep
                          index: np.ndarray | None = None) -> bool:  # fmt: skip
     """Replace the running mean and variance of every BatchNorm in `module` (in place) by their
     averages over `images` (uint8, N x H x W x 3; only those at `index` when given), fed on the
-    module's device without gradients; the module is left in eval mode. False when it has no
-    BatchNorm."""
+    module's device without gradients; the module is left in eval mode. False (nothing changed)
+    when it has no BatchNorm or `index` is empty. A last batch of one image joins the one before:
+    BatchNorm after global pooling cannot take a batch of one in training mode."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     index = np.arange(len(images)) if index is None else index
     if not norms or len(index) == 0:
@@ -51,9 +52,12 @@ def reestimate_batchnorm(module: nn.Module, images: np.ndarray, preprocess: Prep
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average over all batches
         bn.train()
+    bounds = [*range(0, len(index), batch_size), len(index)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
     with torch.no_grad():
-        for start in range(0, len(index), batch_size):
-            batch = np.ascontiguousarray(images[index[start : start + batch_size]])
+        for start, stop in zip(bounds, bounds[1:]):
+            batch = np.ascontiguousarray(images[index[start:stop]])
             module(preprocess(torch.from_numpy(batch)).to(device))
     for bn, momentum in zip(norms, momenta, strict=True):
         bn.momentum = momentum
