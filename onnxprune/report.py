@@ -59,7 +59,7 @@ def write_train_report(output: str | Path, report: dict, title: str) -> None:
         lines.append(f"| {h['epoch']} | " + " | ".join(cells) + " |")
     if report.get("precise_bn"):
         lines += ["", f"BatchNorm statistics re-estimated on {report['precise_bn']:,} unaugmented training images after the "
-                      f"last epoch (`--precise-bn`); the epochs' accuracy uses the running averages of augmented batches."]  # fmt: skip
+                      f"last epoch (`--precise-bn`); accuracy per epoch, where shown, is with the running averages of augmented batches."]  # fmt: skip
     md_path.write_text("\n".join(lines) + "\n")
     _plot_history(history, png_path, title)
 
