@@ -136,7 +136,7 @@ def compress(
             globs = tuple(g for phase in config.phases for g in phase) if all(config.phases) else config.train.layers
             cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs, add_bn=False,
                           distill_features=False)
-            train(current, target, data, teacher=teacher, config=cfg, progress=progress)
+            train(current, target, data, teacher=teacher, config=cfg, val=val, progress=progress)
         current, metric = target, evaluator(target)
         epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
@@ -179,7 +179,7 @@ def compress(
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
-            train(pruned, tuned, data, teacher=teacher, config=cfg, progress=progress)
+            train(pruned, tuned, data, teacher=teacher, config=cfg, val=val, progress=progress)
         current, metric = tuned, evaluator(tuned)
         epochs += config.finetune_epochs
         if stage is None:
@@ -193,7 +193,7 @@ def compress(
     shutil.copyfile(current, out)
     report["metric_after"] = metric
     if config.dense_baseline:
-        report |= _dense_baseline(model, stages, data, teacher, config, epochs, evaluator, say, progress)
+        report |= _dense_baseline(model, stages, data, val, teacher, config, epochs, evaluator, say, progress)
     figures = bench([model, out], provider="cpu", runs=30, warmup=3)
     before, after = figures["models"]
     report |= {
@@ -318,7 +318,7 @@ def _budget_threshold(current: Path, goal: float, criteria: Criteria, saved: Pat
     return threshold
 
 
-def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressConfig, epochs: int, evaluator, say,
+def _dense_baseline(model, stages: Path, data: str, val: str | None, teacher, config: CompressConfig, epochs: int, evaluator, say,
                     progress) -> dict:  # fmt: skip
     """The fair reference for the compressed model's metric: the original model trained, with no
     L1, for as many epochs as the pipeline trained (`epochs`) on the same data (training alone can
@@ -327,7 +327,8 @@ def _dense_baseline(model, stages: Path, data: str, teacher, config: CompressCon
     target = stages / f"dense_tuned_{epochs}ep.onnx"  # another epoch count is another baseline
     if not target.exists():
         say(f"dense baseline: the original model, {epochs} epochs without L1")
-        train(model, target, data, teacher=teacher, config=replace(config.train, epochs=epochs, l1=0.0), progress=progress)
+        train(model, target, data, teacher=teacher, config=replace(config.train, epochs=epochs, l1=0.0), val=val,
+              progress=progress)
     return {"metric_dense_tuned": evaluator(target), "dense_tuned_epochs": epochs, "dense_tuned_model": str(target)}
 
 

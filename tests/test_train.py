@@ -335,3 +335,45 @@ def test_precise_bn_gives_batchnorm_the_clean_training_images_statistics(vgg, la
     original = _bn_stats(vgg)
     for name, value in _bn_stats(frozen).items():
         np.testing.assert_array_equal(value, original[name])
+
+
+@pytest.mark.parametrize("better", ["reestimated", "running"])
+def test_precise_bn_keeps_the_statistics_that_score_higher_on_validation(vgg, labelled, tmp_path, capsys, monkeypatch,
+                                                                         better):  # fmt: skip
+    """With labelled --val data, the re-estimated statistics are kept only when they score at least as
+    high as the running averages; otherwise the running averages are restored (the written model is
+    then the --precise-bn 0 one). The statistics re-estimated here are a marker the scorer sees."""
+    from onnxprune.train import loop
+
+    def mark(module, *args, **kwargs):
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.fill_(1e3)
+        return True
+
+    def score(module, *args, **kwargs):
+        marked = any(bool((buf == 1e3).all()) for name, buf in module.named_buffers() if name.endswith("running_mean"))
+        return (0.9 if better == "reestimated" else 0.1) if marked else 0.5
+
+    base = ["finetune", str(vgg), "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8"]
+    plain = tmp_path / "plain.onnx"
+    assert _run([*base, "-o", str(plain), "--precise-bn", "0", "-q"], capsys)[0] == 0
+    monkeypatch.setattr(loop, "reestimate_batchnorm", mark)
+    monkeypatch.setattr(loop, "_accuracy", score)
+    out = tmp_path / "chosen.onnx"
+    code, stdout, err = _run([*base, "-o", str(out), "--val", f"npz:{labelled}", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["bn_accuracy"] == {"running": 0.5, "reestimated": 0.9 if better == "reestimated" else 0.1}
+    assert report["metric_after"] == max(report["bn_accuracy"].values())
+    assert report["precise_bn_kept"] == (better == "reestimated") and report["precise_bn"] == 48
+    got, plain_stats = _bn_stats(out), _bn_stats(plain)
+    means = [name for name in got if (got[name] == 1e3).all()]
+    if better == "reestimated":
+        assert len(means) == len(got) // 2
+    else:
+        assert not means
+        for name in got:
+            np.testing.assert_array_equal(got[name], plain_stats[name])
+    kept = "re-estimated statistics were kept" if better == "reestimated" else "running averages were kept"
+    assert kept in (tmp_path / "chosen.onnx.report.md").read_text()
