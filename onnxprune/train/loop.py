@@ -387,7 +387,7 @@ def train(
         metric_after = _accuracy(module, val_set, config.preprocess, device, 256)
     if config.precise_bn > 0 and not config.freeze_bn:
         # The running averages follow the last few augmented batches; the clean training images' own statistics
-        # scored 1.3 to 2.1 points higher for most ResNet-20s on CIFAR-10 but 4.7 lower for one (benchmarks/README.md),
+        # scored 1.3 to 2.1 points higher for most ResNet-20s on CIFAR-10 but 4.7 and 5.7 lower for two (benchmarks/README.md),
         # so with labelled validation data the better of the two is kept.
         running = {name: buf.clone() for name, buf in module.named_buffers() if name.endswith(("running_mean", "running_var"))}
         index = spread(len(images), config.precise_bn)
