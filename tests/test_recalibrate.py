@@ -85,11 +85,17 @@ def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys)
     data = T.labelled_npz(tmp_path / "train.npz", 32)
     out = tmp_path / "small.onnx"
     code = cli.main(["compress", str(src), "-o", str(out), "--data", f"npz:{data}", "--finetune-epochs", "1",
-                     "--tolerance", "1", "--batch-size", "8", "--no-augment", "--recalibrate-bn", "16", "--json"])  # fmt: skip
+                     "--tolerance", "1", "--batch-size", "8", "--no-augment", "--recalibrate-bn", "16", "--json",
+                     "--val", f"npz:{data}", "--val-limit", "24"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     (stage,) = json.loads(captured.out)["stages"]
     assert stage["batchnorm_recalibrated"] is True
+    # Its fine-tuning was judged on the same 24 validation images: per epoch, and for --precise-bn.
+    tuned = json.loads((tmp_path / "small.onnx.stages" / "1_tuned.onnx.report.json").read_text())
+    assert tuned["bn_accuracy"].keys() == {"running", "reestimated"}
+    assert tuned["metric_after"] == max(tuned["bn_accuracy"].values()) == stage["metric_tuned"]
+    assert all(float(24 * h["accuracy"]).is_integer() for h in tuned["history"])
     # The stage's pruned model holds the statistics of the 16 images compress took: estimating
     # them again on those images changes nothing, and they are not the source's.
     pruned = onnx.load(tmp_path / "small.onnx.stages" / "1_pruned.onnx")

@@ -211,6 +211,7 @@ def train(
     teacher: str | os.PathLike | onnx.ModelProto | None = None,
     config: TrainConfig = TrainConfig(),
     val: str | None = None,
+    val_limit: int | None = None,
     loss_fn: LossFn | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -272,7 +273,7 @@ def train(
                          f"output has shape {tuple(probe[0].shape)}: leave it out to distil every output by MSE")  # fmt: skip
     # With labels Hinton's loss takes KD_WEIGHT of the total, the cross-entropy the rest.
     kd_weight = KD_WEIGHT if images.labelled else 1.0
-    val_set = load_images(val, size) if val is not None else None
+    val_set = load_images(val, size, val_limit) if val is not None else None  # `val_limit` images spread over it
     clip = auto_clip(module) if config.clip is None else config.clip
     l1 = (L1Sparsity(module, config.l1, config.layers, config.l1_groups, aliases=student.onnx_names())
           if config.l1 > 0 else None)  # fmt: skip
