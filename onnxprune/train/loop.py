@@ -382,7 +382,7 @@ def train(
                 acc = f", val accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
                 print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}{acc}{extra}", file=sys.stderr)
             _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history, config)
-    precise, bn_accuracy = 0, {}
+    precise, bn_accuracy, keep = 0, {}, True
     metric_after = history[-1].get("accuracy") if history else None
     if metric_before is not None and metric_after is None:  # resumed past the last epoch
         metric_after = _accuracy(module, val_set, config.preprocess, device, 256)
@@ -396,20 +396,21 @@ def train(
             precise = len(index)
         if precise and metric_before is not None:
             bn_accuracy = {"running": metric_after, "reestimated": _accuracy(module, val_set, config.preprocess, device, 256)}
-            if bn_accuracy["running"] > bn_accuracy["reestimated"]:
+            keep = bn_accuracy["reestimated"] >= bn_accuracy["running"]
+            if not keep:
                 buffers = dict(module.named_buffers())
                 for name, value in running.items():
                     buffers[name].copy_(value)
             metric_after = max(bn_accuracy.values())
             if progress and dist.main:
-                kept = "re-estimated" if metric_after == bn_accuracy["reestimated"] else "running averages"
+                kept = "re-estimated" if keep else "running averages"
                 print(f"BatchNorm statistics re-estimated on {precise} training images: val accuracy "
                       f"{bn_accuracy['reestimated']:.4f}, with the running averages {bn_accuracy['running']:.4f}; kept the "
                       f"{kept}", file=sys.stderr)  # fmt: skip
     module.eval()
     fold_batchnorm(module)
     result = {"output": str(out_path), "epochs": config.epochs, "history": history, "data": data, "images": len(images),
-              "precise_bn": precise, "precise_bn_kept": bool(precise) and (not bn_accuracy or metric_after == bn_accuracy["reestimated"]),
+              "precise_bn": precise, "precise_bn_kept": bool(precise) and keep,
               "bn_accuracy": bn_accuracy}  # fmt: skip
     if dist.main:
         trained_onnx = write_back(student, module.cpu())
