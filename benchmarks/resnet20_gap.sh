@@ -7,9 +7,9 @@
 # The pruned and dense models get `--precise-bn` (the default since 2026-12-04: BatchNorm statistics
 # re-estimated on 4,096 clean training images, kept only where they score higher on --val). The
 # teacher keeps its running averages (TEACHER_PRECISE_BN=0), as the teacher of every earlier figure
-# did: with a re-estimated teacher (88.10% against 86.48%) both students trained 16 epochs scored
-# 4.7 and 5.7 points lower with re-estimated statistics than with their running averages, and the
-# gap widened (benchmarks/README.md, 2026-12-05).
+# did: a teacher is fed augmented images, and with re-estimated statistics (88.10% against 86.48%)
+# both students trained 16 epochs scored 4.7 and 5.7 points lower with re-estimated statistics than
+# with their running averages, and the gap widened (benchmarks/README.md, 2026-12-05).
 #
 #   bash benchmarks/resnet20_gap.sh     # about 70 minutes on 2 cores (teacher 25, cut 22, dense 23)
 # Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8: both models' fine-tuning),
