@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", required=True, help="path of the trained model")
         p.add_argument("--data", required=True, metavar="SPEC",
                        help="imagefolder:DIR, images:DIR, npz:FILE, voc:DIR or coco:ANN.json:DIR")  # fmt: skip
-        p.add_argument("--teacher", help="the unpruned ONNX model: distil its outputs (needed without labels)")
+        p.add_argument("--teacher", help="the unpruned ONNX model: distil its outputs (needed without labels); one whose BatchNorm "
+                       "statistics --precise-bn re-estimated gets them re-estimated on augmented images first")
         p.add_argument("--val", metavar="SPEC", help="labelled data to report accuracy on after each epoch")
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--batch-size", type=int, default=32)

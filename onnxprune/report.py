@@ -65,6 +65,9 @@ def write_train_report(output: str | Path, report: dict, title: str) -> None:
         lines += ["", f"BatchNorm statistics re-estimated on {report['precise_bn']:,} unaugmented training images after the "
                       f"last epoch (`--precise-bn`){judged}. Accuracy per epoch, where shown, is with the running averages of "
                       f"augmented batches."]  # fmt: skip
+    if report.get("teacher_bn_augmented"):
+        lines += ["", f"The teacher's BatchNorm statistics were those of unaugmented images; they were re-estimated on "
+                      f"{report['teacher_bn_augmented']:,} augmented training images, the inputs it was fed."]  # fmt: skip
     md_path.write_text("\n".join(lines) + "\n")
     _plot_history(history, png_path, title)
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from onnxprune import cli
 from onnxprune.datasets import Preprocess, load_images, spread
-from onnxprune.train.recalibrate import recalibrate_batchnorm
+from onnxprune.train.recalibrate import recalibrate_batchnorm, statistics_record
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--no-augment", "-q"]
 
@@ -313,7 +313,9 @@ def test_precise_bn_gives_batchnorm_the_clean_training_images_statistics(vgg, la
     np.testing.assert_allclose(got[first.input[3]], seen.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[first.input[4]], seen.var(axis=(0, 2, 3), ddof=1), rtol=1e-4, atol=1e-5)
     images = load_images(f"npz:{labelled}", _input_hw(vgg)[::-1], 32)
-    expected = _bn_stats(recalibrate_batchnorm(onnx.load(runs[0]), images, Preprocess()))
+    recalibrated = recalibrate_batchnorm(onnx.load(runs[0]), images, Preprocess())
+    assert statistics_record(recalibrated) == {"estimate": "precise", "images": 32}
+    expected = _bn_stats(recalibrated)
     assert got.keys() == expected.keys() and len(got) >= 2
     for name in got:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5)
@@ -377,3 +379,60 @@ def test_precise_bn_keeps_the_statistics_that_score_higher_on_validation(vgg, la
             np.testing.assert_array_equal(got[name], plain_stats[name])
     kept = "re-estimated statistics were kept" if better == "reestimated" else "running averages were kept"
     assert kept in (tmp_path / "chosen.onnx.report.md").read_text()
+
+
+def test_a_teacher_with_clean_image_statistics_gets_them_from_augmented_images(vgg, labelled, tmp_path, capsys,
+                                                                               monkeypatch):  # fmt: skip
+    """A model written with re-estimated statistics says so in its metadata (one trained with running averages of
+    augmented batches does not, --freeze-bn keeps its source's record); as a teacher of an augmented run it gets its
+    statistics re-estimated on augmented training images, the inputs it is fed (checked for the first BatchNorm
+    against its input computed in onnxruntime), and the report says so; a teacher without the record, or a run
+    without augmentation, uses the teacher as it is."""
+    from onnxprune.train import loop
+
+    base = ["finetune", "--data", f"npz:{labelled}", "--epochs", "1", "--batch-size", "8", "-q"]
+    clean, running, frozen = tmp_path / "clean.onnx", tmp_path / "running.onnx", tmp_path / "frozen.onnx"
+    assert _run([*base, str(vgg), "-o", str(clean), "--precise-bn", "32"], capsys)[0] == 0
+    assert _run([*base, str(vgg), "-o", str(running), "--precise-bn", "0"], capsys)[0] == 0
+    assert _run([*base, str(clean), "-o", str(frozen), "--freeze-bn"], capsys)[0] == 0
+    assert statistics_record(onnx.load(clean)) == {"estimate": "precise", "images": 32}
+    assert statistics_record(onnx.load(running)) is None
+    assert statistics_record(onnx.load(frozen)) == {"estimate": "precise", "images": 32}
+    assert _run([*base, str(clean), "-o", str(tmp_path / "plain.onnx"), "--no-augment", "--precise-bn", "0"], capsys)[0] == 0
+    assert statistics_record(onnx.load(tmp_path / "plain.onnx")) == {"estimate": "running", "images": 48}
+
+    real, fed = loop.reestimate_batchnorm, []
+
+    def spy(module, images, preprocess, batch_size=128, index=None, transform=None):
+        def keep(batch):
+            out = transform(batch)
+            fed.append((batch.clone(), out.clone()))
+            return out
+
+        changed = real(module, images, preprocess, batch_size, index, keep if transform is not None else None)
+        if transform is not None:
+            fed.append(module)
+        return changed
+
+    monkeypatch.setattr(loop, "reestimate_batchnorm", spy)
+    reports = {}
+    for name, teacher, extra in [("clean", clean, []), ("running", running, []), ("no_augment", clean, ["--no-augment"])]:
+        out = tmp_path / f"student_{name}.onnx"
+        code, stdout, err = _run([*base[:-1], str(vgg), "-o", str(out), "--teacher", str(teacher), "--json", *extra], capsys)
+        assert code == 0, err
+        reports[name] = json.loads(stdout)
+    assert reports["clean"]["teacher_bn_augmented"] == 48
+    assert reports["running"]["teacher_bn_augmented"] == 0 and reports["no_augment"]["teacher_bn_augmented"] == 0
+    assert "re-estimated on 48 augmented training images" in (tmp_path / "student_clean.onnx.report.md").read_text()
+    *batches, teacher_module = fed
+    raw = torch.cat([b for b, _ in batches])
+    augmented = torch.cat([a for _, a in batches])
+    np.testing.assert_array_equal(raw.numpy(), np.load(labelled)["x"])
+    assert (augmented != raw).float().mean() > 0.5
+    first = next(n for n in onnx.load(clean).graph.node if n.op_type == "BatchNormalization")
+    seen = T.run(T.with_outputs(onnx.load(clean), [first.input[0]]), Preprocess()(augmented).numpy())[-1]
+    means = [m.running_mean.numpy() for m in teacher_module.modules()
+             if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == seen.shape[1]]  # fmt: skip
+    assert any(np.allclose(m, seen.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5) for m in means)
+    stored = _bn_stats(clean)[first.input[3]]
+    assert not any(np.allclose(m, stored, rtol=1e-3, atol=1e-4) for m in means)
