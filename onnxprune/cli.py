@@ -30,8 +30,9 @@ _ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported
                 "back into the conv when written: heavily pruned models recover far better")
 _PRECISE_BN_HELP = ("after training, re-estimate BatchNorm's running statistics on N training images (spread over "
                     "the set, unaugmented) instead of keeping the averages of the last augmented batches (1.3 to 2.1 "
-                    "points for most ResNet-20s on CIFAR-10, 4.7 and 5.7 fewer for two); with labelled --val data the better "
-                    "of the two is kept; 0: keep the averages (default 4096; nothing with --freeze-bn)")
+                    "points for most ResNet-20s on CIFAR-10, 4.7 and 5.7 fewer for two); the better of the two is kept, by "
+                    "compress's metric or, in finetune, by accuracy on labelled --val data (without, unjudged); 0: keep "
+                    "the averages (default 4096; nothing with --freeze-bn)")
 _FEATURES_HELP = ("with a teacher, also train the outputs of the residual blocks (the tensors after each residual Add "
                   "that the prune left whole) to match the teacher's; helped a pruned ResNet-20 on little data "
                   "(10,000 images), not on the whole set")

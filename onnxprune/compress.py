@@ -136,7 +136,8 @@ def compress(
             globs = tuple(g for phase in config.phases for g in phase) if all(config.phases) else config.train.layers
             cfg = replace(config.train, epochs=config.sparsify_epochs, l1=config.l1, layers=globs, add_bn=False,
                           distill_features=False)
-            train(current, target, data, teacher=teacher, config=cfg, val=val, val_limit=config.val_limit, progress=progress)
+            train(current, target, data, teacher=teacher, config=cfg, val=val, val_limit=config.val_limit, judge=evaluator,
+                  progress=progress)
         current, metric = target, evaluator(target)
         epochs += config.sparsify_epochs
         report["stages"].append({"stage": "sparsify", "model": str(target), "metric": metric})
@@ -179,7 +180,8 @@ def compress(
         if not tuned.exists():
             say(f"phase {k}: fine-tune {config.finetune_epochs} epochs")
             cfg = replace(config.train, epochs=config.finetune_epochs, l1=0.0)
-            train(pruned, tuned, data, teacher=teacher, config=cfg, val=val, val_limit=config.val_limit, progress=progress)
+            train(pruned, tuned, data, teacher=teacher, config=cfg, val=val, val_limit=config.val_limit, judge=evaluator,
+                  progress=progress)
         current, metric = tuned, evaluator(tuned)
         epochs += config.finetune_epochs
         if stage is None:
@@ -328,7 +330,7 @@ def _dense_baseline(model, stages: Path, data: str, val: str | None, teacher, co
     if not target.exists():
         say(f"dense baseline: the original model, {epochs} epochs without L1")
         train(model, target, data, teacher=teacher, config=replace(config.train, epochs=epochs, l1=0.0), val=val,
-              val_limit=config.val_limit, progress=progress)
+              val_limit=config.val_limit, judge=evaluator, progress=progress)
     return {"metric_dense_tuned": evaluator(target), "dense_tuned_epochs": epochs, "dense_tuned_model": str(target)}
 
 

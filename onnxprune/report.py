@@ -58,8 +58,8 @@ def write_train_report(output: str | Path, report: dict, title: str) -> None:
         cells = [f"{h[k]:.4f}" if isinstance(h.get(k), float) else str(h.get(k, "")) for k in columns]
         lines.append(f"| {h['epoch']} | " + " | ".join(cells) + " |")
     if report.get("precise_bn"):
-        scores = report.get("bn_accuracy") or {}
-        judged = (f": validation accuracy {scores['reestimated']:.4f} against {scores['running']:.4f} with the running averages, "
+        scores = report.get("bn_scores") or {}
+        judged = (f": {scores['metric']} {scores['reestimated']:.4f} against {scores['running']:.4f} with the running averages, "
                   f"so the {'re-estimated statistics were' if report.get('precise_bn_kept') else 'running averages were'} kept"
                   if scores else "")  # fmt: skip
         lines += ["", f"BatchNorm statistics re-estimated on {report['precise_bn']:,} unaugmented training images after the "

@@ -93,8 +93,9 @@ def test_compress_judges_and_writes_recalibrated_pruned_models(tmp_path, capsys)
     assert stage["batchnorm_recalibrated"] is True
     # Its fine-tuning was judged on the same 24 validation images: per epoch, and for --precise-bn.
     tuned = json.loads((tmp_path / "small.onnx.stages" / "1_tuned.onnx.report.json").read_text())
-    assert tuned["bn_accuracy"].keys() == {"running", "reestimated"}
-    assert tuned["metric_after"] == max(tuned["bn_accuracy"].values()) == stage["metric_tuned"]
+    scores = tuned["bn_scores"]  # judged by compress's metric, in onnxruntime
+    assert scores.keys() == {"metric", "running", "reestimated"} and scores["metric"] == "accuracy"
+    assert tuned["metric_after"] == max(scores["running"], scores["reestimated"]) == stage["metric_tuned"]
     assert all(float(24 * h["accuracy"]).is_integer() for h in tuned["history"])
     # The stage's pruned model holds the statistics of the 16 images compress took: estimating
     # them again on those images changes nothing, and they are not the source's.

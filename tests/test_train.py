@@ -366,8 +366,8 @@ def test_precise_bn_keeps_the_statistics_that_score_higher_on_validation(vgg, la
     code, stdout, err = _run([*base, "-o", str(out), "--val", f"npz:{labelled}", "--json"], capsys)
     assert code == 0, err
     report = json.loads(stdout)
-    assert report["bn_accuracy"] == {"running": 0.5, "reestimated": 0.9 if better == "reestimated" else 0.1}
-    assert report["metric_after"] == max(report["bn_accuracy"].values())
+    assert report["bn_scores"] == {"metric": "accuracy", "running": 0.5, "reestimated": 0.9 if better == "reestimated" else 0.1}
+    assert report["metric_after"] == max(report["bn_scores"]["running"], report["bn_scores"]["reestimated"])
     assert report["precise_bn_kept"] == (better == "reestimated") and report["precise_bn"] == 48
     got, plain_stats = _bn_stats(out), _bn_stats(plain)
     means = [name for name in got if (got[name] == 1e3).all()]
@@ -436,3 +436,41 @@ def test_a_teacher_with_clean_image_statistics_gets_them_from_augmented_images(v
     assert any(np.allclose(m, seen.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5) for m in means)
     stored = _bn_stats(clean)[first.input[3]]
     assert not any(np.allclose(m, stored, rtol=1e-3, atol=1e-4) for m in means)
+
+
+@pytest.mark.parametrize(("higher_is_better", "kept"), [(True, True), (True, False), (False, True), (False, False)])
+def test_a_judge_decides_the_statistics_without_labels(vgg, unlabelled, tmp_path, monkeypatch, higher_is_better, kept):
+    """Label-free (distillation from a teacher, no labelled --val), a `judge` evaluator of the written ONNX model
+    (compress passes its metric: fidelity to the original, or mAP) decides whether the re-estimated statistics are
+    kept, in its own direction; the report names its metric. The re-estimated statistics are a marker it sees."""
+    from onnxprune.train import loop
+
+    def mark(module, *args, **kwargs):
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.fill_(1e3)
+        return True
+
+    class Judge:
+        name = "fidelity"
+
+        def __init__(self):
+            self.higher_is_better = higher_is_better
+            self.calls = 0
+
+        def __call__(self, model):
+            self.calls += 1
+            marked = any((v == 1e3).all() for v in _bn_stats(model).values())
+            good, bad = (0.8, 0.2) if higher_is_better else (0.2, 0.8)
+            return (good if kept else bad) if marked else 0.5
+
+    monkeypatch.setattr(loop, "reestimate_batchnorm", mark)
+    judge = Judge()
+    out = tmp_path / "judged.onnx"
+    config = loop.TrainConfig(epochs=1, batch_size=4, augment=False)
+    report = loop.train(vgg, out, f"images:{unlabelled}", teacher=vgg, config=config, judge=judge, progress=False)
+    assert judge.calls == 2 and report["precise_bn"] == 12 and report["precise_bn_kept"] is kept
+    assert report["bn_scores"]["metric"] == "fidelity" and "metric_after" not in report
+    means = [v for name, v in _bn_stats(out).items() if (v == 1e3).all()]
+    assert bool(means) is kept
+    assert "fidelity" in (tmp_path / "judged.onnx.report.md").read_text()

@@ -9,6 +9,7 @@ written after every epoch next to the output (`<output>.ckpt`); `resume=True` co
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from torch import nn
 
 from onnxprune.cost import model_cost
 from onnxprune.datasets import ImageSet, Preprocess, check_labels, load_images, spread
+from onnxprune.evaluate.metrics import Evaluator
 from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import write_train_report
 from onnxprune.train.add_bn import add_batchnorm, fold_batchnorm
@@ -201,6 +203,24 @@ def _fit_teacher_statistics(module: nn.Module, teacher: onnx.ModelProto, images:
     return len(index) if changed else 0
 
 
+def _statistics(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BatchNorm running mean and variance of `module`, by buffer name."""
+    return {name: buf.clone() for name, buf in module.named_buffers() if name.endswith(("running_mean", "running_var"))}
+
+
+def _load_statistics(module: nn.Module, stats: dict[str, torch.Tensor]) -> None:
+    buffers = dict(module.named_buffers())
+    for name, value in stats.items():
+        buffers[name].copy_(value)
+
+
+def _written(student, module: nn.Module) -> onnx.ModelProto:
+    """The ONNX model `module` would be written as (BatchNorms that `add_bn` added folded), leaving `module` as it is."""
+    folded = copy.deepcopy(module).eval()
+    fold_batchnorm(folded)
+    return write_back(student, folded.cpu())
+
+
 KD_WEIGHT = 0.9  # of Hinton's loss against the labels' cross-entropy, with --kd-temperature
 
 
@@ -231,6 +251,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     val: str | None = None,
     val_limit: int | None = None,
+    judge: Evaluator | None = None,
     loss_fn: LossFn | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -241,7 +262,8 @@ def train(
     plus that label loss when there is one (`config.kd_temperature`: Hinton's loss on a classifier's
     logits instead, weighted 0.9 against the labels' 0.1); or `loss_fn(student_outputs, labels,
     teacher_outputs)`.
-    `config.l1 > 0` adds the L1 penalty. Returns the JSON of `onnxprune finetune` / `sparsify`."""
+    `config.l1 > 0` adds the L1 penalty. `judge` (an evaluator of the written ONNX model, e.g. `compress`'s metric)
+    decides whether `config.precise_bn`'s statistics are kept; without it labelled `val` data does, by accuracy. Returns the JSON of `onnxprune finetune` / `sparsify`."""
     out_path = Path(output)
     if not out_path.parent.is_dir():
         raise InputError(f"{out_path}: the output folder {out_path.parent} does not exist")
@@ -405,36 +427,44 @@ def train(
                 acc = f", val accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
                 print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}{acc}{extra}", file=sys.stderr)
             _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history, config)
-    precise, bn_accuracy, keep = 0, {}, True
+    precise, bn_scores, keep = 0, {}, True
     metric_after = history[-1].get("accuracy") if history else None
     if metric_before is not None and metric_after is None:  # resumed past the last epoch
         metric_after = _accuracy(module, val_set, config.preprocess, device, 256)
     if config.precise_bn > 0 and not config.freeze_bn:
         # The running averages follow the last few augmented batches; the clean training images' own statistics
         # scored 1.3 to 2.1 points higher for most ResNet-20s on CIFAR-10 but 4.7 and 5.7 lower for two (benchmarks/README.md),
-        # so with labelled validation data the better of the two is kept.
-        running = {name: buf.clone() for name, buf in module.named_buffers() if name.endswith(("running_mean", "running_var"))}
+        # so where there is a judge (labelled validation data, or `judge`) the better of the two is kept.
+        running = _statistics(module)
         index = spread(len(images), config.precise_bn)
         if reestimate_batchnorm(module, images.images, config.preprocess, index=index):
             precise = len(index)
-        if precise and metric_before is not None:
-            bn_accuracy = {"running": metric_after, "reestimated": _accuracy(module, val_set, config.preprocess, device, 256)}
-            keep = bn_accuracy["reestimated"] >= bn_accuracy["running"]
-            if not keep:
-                buffers = dict(module.named_buffers())
-                for name, value in running.items():
-                    buffers[name].copy_(value)
-            metric_after = max(bn_accuracy.values())
+        if precise and (judge is not None or metric_before is not None):
+            reestimated = _statistics(module)
+            if judge is not None:
+                name, higher = judge.name, judge.higher_is_better
+                scores = {}
+                for label, stats in (("running", running), ("reestimated", reestimated)):
+                    _load_statistics(module, stats)
+                    scores[label] = judge(_written(student, module))
+            else:
+                name, higher = "accuracy", True
+                scores = {"running": metric_after, "reestimated": _accuracy(module, val_set, config.preprocess, device, 256)}
+            keep = scores["reestimated"] >= scores["running"] if higher else scores["reestimated"] <= scores["running"]
+            _load_statistics(module, reestimated if keep else running)
+            bn_scores = {"metric": name, **scores}
+            if metric_before is not None:
+                metric_after = (max(scores.values()) if judge is None
+                                else _accuracy(module, val_set, config.preprocess, device, 256))  # fmt: skip
             if progress and dist.main:
                 kept = "re-estimated" if keep else "running averages"
-                print(f"BatchNorm statistics re-estimated on {precise} training images: val accuracy "
-                      f"{bn_accuracy['reestimated']:.4f}, with the running averages {bn_accuracy['running']:.4f}; kept the "
-                      f"{kept}", file=sys.stderr)  # fmt: skip
+                print(f"BatchNorm statistics re-estimated on {precise} training images: {name} {scores['reestimated']:.4f}, "
+                      f"with the running averages {scores['running']:.4f}; kept the {kept}", file=sys.stderr)  # fmt: skip
     module.eval()
     fold_batchnorm(module)
     result = {"output": str(out_path), "epochs": config.epochs, "history": history, "data": data, "images": len(images),
               "precise_bn": precise, "precise_bn_kept": bool(precise) and keep,
-              "bn_accuracy": bn_accuracy, "teacher_bn_augmented": teacher_refit}  # fmt: skip
+              "bn_scores": bn_scores, "teacher_bn_augmented": teacher_refit}  # fmt: skip
     if dist.main:
         trained_onnx = write_back(student, module.cpu())
         if not config.freeze_bn and any(n.op_type == "BatchNormalization" for n in trained_onnx.graph.node):
