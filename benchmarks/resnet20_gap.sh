@@ -15,7 +15,7 @@
 #
 #   bash benchmarks/resnet20_gap.sh     # about 65 minutes on 2 cores (teacher 25, both models 37)
 # Env: ASSETS (../shared/assets), OUT (build/resnet20-gap), EPOCHS (8: both models' fine-tuning),
-#      TEACHER_EPOCHS (EPOCHS: the teacher's), TEACHER_PRECISE_BN (0), SEED (0), PY (.venv/bin/python),
+#      TEACHER_EPOCHS (EPOCHS: the teacher's), TEACHER_PRECISE_BN (0), SEED (0), LR (0.01: every model's), PY (.venv/bin/python),
 #      DISTILL ('--kd-temperature 4 --distill-features'), SIDE_BY_SIDE (1), LIMIT (all: training
 #      images, spread over the set, for a quick try)
 set -euo pipefail
@@ -30,7 +30,7 @@ mkdir -p "$OUT"
 ONNXPRUNE=("$PY" -P -c 'import sys; from onnxprune.cli import main; sys.exit(main())')
 MODEL=$ASSETS/models/akamaster_cifar10_resnet20_bn.onnx
 COMMON=(--data "npz:$ASSETS/data/cifar10_train_jpeg.npz" --val "npz:$ASSETS/data/cifar10_test_jpeg.npz"
-        --preset cifar --batch-size 32 --lr 0.01 --seed "$SEED")
+        --preset cifar --batch-size 32 --lr "${LR:-0.01}" --seed "$SEED")
 if [ -n "${LIMIT:-}" ]; then COMMON+=(--limit "$LIMIT"); fi
 TEACHER=$OUT/teacher_${TEACHER_EPOCHS}ep.onnx
 if [ ! -f "$TEACHER" ]; then
