@@ -39,12 +39,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx2torch
 import torch
 from torch import nn
 
 from onnxprune import prune
+from onnxprune.bench import bench, session
+from onnxprune.channel_groups import analyze_channels
 from onnxprune.datasets import PRESETS, load_images
+from onnxprune.selection import PrunePlan
+from onnxprune.train.roundtrip import to_torch, write_back
 from onnxprune.train.augment import augment
 from onnxprune.train.loop import TrainConfig, train
 
@@ -93,13 +98,79 @@ def prune_to_flops(model: Path, target: float, macs0: float, out: Path, **criter
     return out
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, test) -> float:
-    preprocess, correct = PRESETS["cifar"], 0
+def as_onnx(model: nn.Module, out: Path, test) -> Path:
+    """`model` (onnx2torch's module of the original graph, pruned in torch or not) written as the
+    original ONNX graph with each block conv1's channel group cut by onnxprune's surgery to the
+    model's width (which channels is immaterial: every weight is then the model's). So every
+    method's model is scored and timed as the same kind of ONNX model; checked equal to `model`
+    on 500 test images."""
+    node_of = {name: names[0] for name, names in to_torch(MODEL).onnx_names().items()}
+    width = {node_of[n]: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n in node_of}
+    keep = {}
+    for group in analyze_channels(onnx.load(MODEL)).groups:
+        kept = width.get(group.producer_nodes[0], group.size) if len(group.producer_nodes) == 1 else group.size
+        if kept < group.size:
+            keep[group.name] = np.arange(group.size) < kept
+    shaped = prune(MODEL, plan=PrunePlan(0.0, {"method": "the torch model's widths"}, keep))["model"]
+    target = to_torch(shaped)
+    state, theirs = target.module.state_dict(), model.state_dict()
+    lacking = [link.torch_name for link in target.trainable_links() if link.torch_name not in theirs]
+    if lacking:
+        raise AssertionError(f"the torch model lacks {lacking[:3]}")
+    # Constants the surgery rewrote (a Pad's pads) stay the shaped graph's own.
+    target.module.load_state_dict(state | {k: v for k, v in theirs.items() if k in state})
+    proto = write_back(target)
+    onnx.save(proto, out)
+    x = PRESETS["cifar"](torch.from_numpy(test.images[:500]))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session(out, "cpu").run(None, {proto.graph.input[0].name: x.numpy()})[0]
+    if not np.allclose(got, expected, rtol=1e-3, atol=1e-3):
+        raise AssertionError(f"{out}: onnxruntime differs from torch by {np.abs(got - expected).max():.3g}")
+    return out
+
+
+def accuracy(path: Path, test) -> float:
+    """Top-1 accuracy of an ONNX classifier in onnxruntime on every test image."""
+    s, correct = session(path, "cpu"), 0
+    name = s.get_inputs()[0].name
     for start in range(0, len(test), 500):
-        x = preprocess(torch.from_numpy(test.images[start : start + 500]))
-        correct += int((model(x).argmax(1).numpy() == test.labels[start : start + 500]).sum())
+        x = PRESETS["cifar"](torch.from_numpy(test.images[start : start + 500])).numpy()
+        correct += int((s.run(None, {name: x})[0].argmax(1) == test.labels[start : start + 500]).sum())
     return correct / len(test)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Accuracy and onnxruntime speed-up (batch 1 and 32) against the share of FLOPs removed, one
+    line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    pruned = [r for r in rows if r["ratio"] > 0]
+    for method in dict.fromkeys(r["method"] for r in pruned):
+        pts = sorted((100 * r["flops_reduction"], r) for r in pruned if r["method"] == method)
+        xs = [x for x, _ in pts]
+        axes[0].plot(xs, [100 * r["accuracy"] for _, r in pts], "o-", label=method)
+        for ax, batch in zip(axes[1:], (1, 32), strict=True):
+            ax.plot(xs, [r[f"speedup_b{batch}"] for _, r in pts], "o-", label=method)
+    for r, style in zip(rows[:2], (":", "--"), strict=True):
+        axes[0].axhline(100 * r["accuracy"], color="grey", linestyle=style, label=r["method"])
+    axes[0].set(xlabel="FLOPs removed (%)", ylabel="test accuracy (%)", title="ResNet-20 / CIFAR-10, same budget")
+    top = max(x for r in pruned for x in (r["speedup_b1"], r["speedup_b32"]))
+    for ax, batch in zip(axes[1:], (1, 32), strict=True):
+        xs = np.linspace(0, 75, 16)
+        ax.plot(xs, 1 / (1 - xs / 100), ":", color="grey", label="ideal: 1 / (1 - FLOPs cut)")
+        ax.set(xlabel="FLOPs removed (%)", ylabel="speed-up over the original", ylim=(0.8, max(2.5, 1.1 * top)),
+               title=f"onnxruntime CPU latency, batch {batch}")  # fmt: skip
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -109,7 +180,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=4, help="training epochs per method after the dense model")
     parser.add_argument("--sparse-epochs", type=int, default=2, help="of those, sparse training (BN scale, onnxprune)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5], help="channels removed per level")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="channels removed per level")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--onnxprune-l1", type=float, default=0.1)
@@ -133,8 +204,10 @@ def main() -> None:
 
     def record(method: str, ratio: float, model: nn.Module) -> None:
         macs, params = tp.utils.count_ops_and_params(model, x)
+        slug = "".join(c if c.isalnum() else "_" for c in method)
+        path = as_onnx(model, args.work / f"final_{slug}_{ratio}.onnx", test)
         rows.append({"method": method, "ratio": ratio, "params": int(params), "flops": int(2 * macs),
-                     "flops_reduction": 1 - macs / macs0, "accuracy": accuracy(model, test)})  # fmt: skip
+                     "flops_reduction": 1 - macs / macs0, "accuracy": accuracy(path, test), "onnx": str(path)})  # fmt: skip
         print(f"{method:28s} ratio {ratio:.2f}: FLOPs -{100 * rows[-1]['flops_reduction']:.1f}%, "
               f"{int(params):,} parameters, accuracy {rows[-1]['accuracy']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -181,18 +254,28 @@ def main() -> None:
         model = onnx2torch.convert(str(out))
         record("onnxprune (relative, no sparsity training)", ratio, finetune(model, data, args.epochs, args.lr, args.batch))
 
+    # onnxruntime latency of every model, all in interleaved rounds, against the original.
+    for batch, runs in ((1, 60), (32, 12)):
+        timed = bench([MODEL] + [r["onnx"] for r in rows], provider="cpu", batch=batch, runs=runs, warmup=3)
+        for r, t in zip(rows, timed["models"][1:], strict=True):
+            r[f"latency_ms_b{batch}"], r[f"speedup_b{batch}"] = t["latency_ms_median"], t["speedup"]
+        print(f"batch {batch}: original {timed['models'][0]['latency_ms_median']:.2f} ms", flush=True)
+
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "settings": vars(args) | {"work": str(args.work),
               "results": str(args.results)}, "flops_original": int(2 * macs0), "params_original": int(params0),
               "rows": rows, "modelopt": MODELOPT, "seconds": round(time.perf_counter() - started)}  # fmt: skip
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "bench_resnet20_peers.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# ResNet-20 / CIFAR-10 peers ({result['machine']}, {result['seconds']} s)", "",
-             "| method | channels removed (inner convs) | FLOPs | FLOPs fewer | parameters | test accuracy |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| method | channels removed (inner convs) | FLOPs | FLOPs fewer | parameters | test accuracy "
+             "| latency batch 1 ms (speed-up) | latency batch 32 ms (speed-up) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     lines += [f"| {r['method']} | {100 * r['ratio']:.0f}% | {r['flops'] / 1e6:.1f}M | {100 * r['flops_reduction']:.1f}% | "
-              f"{r['params']:,} | {100 * r['accuracy']:.2f}% |" for r in rows]  # fmt: skip
+              f"{r['params']:,} | {100 * r['accuracy']:.2f}% | {r['latency_ms_b1']:.3f} ({r['speedup_b1']:.2f}x) | "
+              f"{r['latency_ms_b32']:.2f} ({r['speedup_b32']:.2f}x) |" for r in rows]  # fmt: skip
     lines += ["", MODELOPT, "", f"Settings: `{json.dumps(result['settings'])}`"]
     (args.results / "bench_resnet20_peers.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.results / "bench_resnet20_peers.png")
     print("\n".join(lines))
 
 
