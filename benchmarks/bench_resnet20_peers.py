@@ -4,7 +4,9 @@
 Every method prunes the output channels of the nine blocks' first convs (the others are tied by
 the residual chain's channel-padding shortcut), then every model gets the same fine-tuning
 (`finetune` below: SGD + Nesterov, cosine, flips and crops, on the same images) and the same
-evaluation (torch, all 10,000 test images, FLOPs by Torch-Pruning's counter):
+evaluation: each model written as the original ONNX graph cut to its widths (`as_onnx`), scored
+in onnxruntime on all 10,000 test images and timed there at batch 1 and 32 against the original,
+all in interleaved rounds; FLOPs by Torch-Pruning's counter:
 
 - dense: the original trained for the same epochs without pruning (the fair reference);
 - uniform L1 (Li et al.): each layer keeps the filters of largest L1 norm; `epochs` fine-tuning;
@@ -22,9 +24,9 @@ evaluation (torch, all 10,000 test images, FLOPs by Torch-Pruning's counter):
 Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
 `PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
 
-    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 27 minutes on 2 cores
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 40 minutes on 2 cores (three levels)
 
-Results: benchmarks/results/bench_resnet20_peers.{json,md}.
+Results: benchmarks/results/bench_resnet20_peers.{json,md,png}.
 """
 
 from __future__ import annotations
