@@ -24,7 +24,7 @@ all in interleaved rounds; FLOPs by Torch-Pruning's counter:
 Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
 `PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
 
-    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 40 minutes on 2 cores (three levels)
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 40 minutes on 2 cores (three levels; estimated)
 
 Results: benchmarks/results/bench_resnet20_peers.{json,md,png}.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -100,16 +101,23 @@ def prune_to_flops(model: Path, target: float, macs0: float, out: Path, **criter
     return out
 
 
+@functools.cache
+def original_graph() -> tuple[dict[str, str], list]:
+    """The original's torch module name -> ONNX node name, and its channel groups (read once)."""
+    node_of = {name: names[0] for name, names in to_torch(MODEL).onnx_names().items()}
+    return node_of, analyze_channels(onnx.load(MODEL)).groups
+
+
 def as_onnx(model: nn.Module, out: Path, test) -> Path:
     """`model` (onnx2torch's module of the original graph, pruned in torch or not) written as the
     original ONNX graph with each block conv1's channel group cut by onnxprune's surgery to the
     model's width (which channels is immaterial: every weight is then the model's). So every
     method's model is scored and timed as the same kind of ONNX model; checked equal to `model`
     on 500 test images."""
-    node_of = {name: names[0] for name, names in to_torch(MODEL).onnx_names().items()}
+    node_of, groups = original_graph()
     width = {node_of[n]: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n in node_of}
     keep = {}
-    for group in analyze_channels(onnx.load(MODEL)).groups:
+    for group in groups:
         kept = width.get(group.producer_nodes[0], group.size) if len(group.producer_nodes) == 1 else group.size
         if kept < group.size:
             keep[group.name] = np.arange(group.size) < kept
