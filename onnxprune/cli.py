@@ -34,8 +34,9 @@ _PRECISE_BN_HELP = ("after training, re-estimate BatchNorm's running statistics 
                     "compress's metric or, in finetune, by accuracy on labelled --val data (without, unjudged); 0: keep "
                     "the averages (default 4096; nothing with --freeze-bn)")
 _FEATURES_HELP = ("with a teacher, also train the outputs of the residual blocks (the tensors after each residual Add "
-                  "that the prune left whole) to match the teacher's; helped a pruned ResNet-20 on little data "
-                  "(10,000 images), not on the whole set")
+                  "that the prune left whole) to match the teacher's; with --kd-temperature 4 it narrowed a pruned "
+                  "ResNet-20's gap to the dense model from 1.33 to 0.98 points (all 50,000 images, 8 epochs; "
+                  "benchmarks/README.md)")
 _KD_HELP = ("with a teacher, distil a classifier's logits by Hinton's loss (KL divergence of the outputs softened "
             "at temperature T, 0.9 of the loss against 0.1 for the labels) instead of their MSE; 4 is usual. A pruned "
             "ResNet-20 (4 epochs, 10,000 images) gained 1.4 points with a teacher better than itself, lost 2.9 with one "
