@@ -1,8 +1,13 @@
 """Latency in onnxruntime, parameters, FLOPs and file size of models, side by side.
 
-Models are timed in interleaved rounds (one run of each model per round, after warm-up), so a
-slow phase of the machine hits every model alike; the report gives the median, the 10th-90th
-percentile spread and each model's ratios against the first. `provider="auto"` uses CUDA only
+Models are timed in interleaved turns, so a slow phase of the machine hits every model alike: each
+turn runs one model untimed for at least `warmup` runs and `WARM_MS`, then up to `TURN_RUNS` timed
+runs. The untimed runs matter: a session whose thread pool has gone idle runs slowly until its
+threads spin again (on 2 cores, a batch-32 ResNet-20 took 2-3x its steady time for the first three
+runs after another model's turn, batch 1 about 1.7x for up to a dozen; interleaving single runs
+measured only that). Spinning stays on, as in deployment, so the figures are steady-state latency.
+The report gives the median, the 10th-90th percentile spread and each model's ratios against the
+first. `provider="auto"` uses CUDA only
 when a session really starts on it, without onnxruntime's error spam on CPU machines.
 """
 
@@ -19,7 +24,10 @@ import onnx
 from onnxprune.cost import model_cost
 from onnxprune.model_io import InputError, load_model
 
-__all__ = ["ModelBench", "bench", "format_bench", "session"]
+__all__ = ["TURN_RUNS", "WARM_MS", "ModelBench", "bench", "format_bench", "session"]
+
+TURN_RUNS = 10  # timed runs of one model before the next model's turn
+WARM_MS = 200  # untimed running at the start of each turn, at the least
 
 _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}  # fmt: skip
@@ -91,8 +99,9 @@ def bench(
     threads: int | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict:
-    """Time every model (interleaved rounds) and count its size; returns the JSON of
-    `onnxprune bench`, with each model's ratios against the first."""
+    """Time every model (`runs` timed runs each, in interleaved turns: untimed runs for at least
+    `warmup` runs and `WARM_MS`, then up to `TURN_RUNS` timed ones) and count its size; returns the
+    JSON of `onnxprune bench`, with each model's ratios against the first."""
     if runs < 1 or warmup < 0 or batch < 1:
         raise InputError(f"--runs and --batch must be >= 1 and --warmup >= 0; got {runs}, {batch}, {warmup}")
     rng = np.random.default_rng(0)
@@ -103,14 +112,16 @@ def bench(
         feeds = _inputs(s, str(m), batch, shapes or {}, rng)
         cost = model_cost(proto)
         entries.append({"path": str(m), "session": s, "feeds": feeds, "cost": cost, "times": []})
-    for e in entries:
-        for _ in range(warmup):
-            e["session"].run(None, e["feeds"])
-    for _ in range(runs):
+    for done in range(0, runs, TURN_RUNS):
         for e in entries:
-            start = time.perf_counter()
-            e["session"].run(None, e["feeds"])
-            e["times"].append(1000 * (time.perf_counter() - start))
+            start, warm = time.perf_counter(), 0
+            while warm < warmup or time.perf_counter() - start < WARM_MS / 1000:
+                e["session"].run(None, e["feeds"])
+                warm += 1
+            for _ in range(min(TURN_RUNS, runs - done)):
+                start = time.perf_counter()
+                e["session"].run(None, e["feeds"])
+                e["times"].append(1000 * (time.perf_counter() - start))
     results = []
     for e in entries:
         t = np.asarray(e["times"])

@@ -211,7 +211,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="auto: CUDA when a session really starts on it, else CPU")  # fmt: skip
     bench.add_argument("--batch", type=int, default=1, help="batch size for a dynamic batch dim (default 1)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per model, interleaved (default 50)")
-    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--warmup", type=int, default=5,
+                       help="untimed runs (and 200 ms at the least) opening each model's turn of up to 10 timed "
+                            "ones (default 5)")
     bench.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: its own)")
     bench.add_argument("--shape", nargs="+", default=(), metavar="NAME=1x3xHxW", help="shapes of dynamic inputs")
 

@@ -3,6 +3,7 @@ in benchmarks/)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import onnx
@@ -67,3 +68,36 @@ def test_cuda_without_a_gpu_is_one_clear_line(models, capsys):
     assert cli.main(["bench", str(models[0]), "--provider", "cuda", "--runs", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot run on a CUDA device" in err and len(err.splitlines()) == 1
+
+
+def test_models_are_timed_in_turns_each_opened_by_untimed_runs(models, monkeypatch):
+    """A turn of up to TURN_RUNS timed runs per model, each after `warmup` untimed runs and WARM_MS:
+    a session whose threads went idle in another model's turn must not be what is timed."""
+    from onnxprune import bench as bench_module
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, inner, tag):
+            self.inner, self.tag = inner, tag
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def run(self, *args):
+            calls.append(self.tag)
+            return self.inner.run(*args)
+
+    real = bench_module.session
+    tags = itertools.cycle("AB")
+    monkeypatch.setattr(bench_module, "session", lambda *a, **k: Recorder(real(*a, **k), next(tags)))
+    monkeypatch.setattr(bench_module, "WARM_MS", 0)
+    report = bench_module.bench(list(models), provider="cpu", runs=13, warmup=2)
+    turns = [(tag, sum(1 for _ in group)) for tag, group in itertools.groupby(calls)]
+    n = bench_module.TURN_RUNS
+    assert turns == [("A", 2 + n), ("B", 2 + n), ("A", 2 + 13 - n), ("B", 2 + 13 - n)]
+    calls.clear()
+    monkeypatch.setattr(bench_module, "WARM_MS", 50)
+    bench_module.bench([models[0]], provider="cpu", runs=1, warmup=0)
+    assert len(calls) > 2  # a tiny model runs many times in 50 ms
+    assert [m["runs"] for m in report["models"]] == [13, 13] and report["runs"] == 13
