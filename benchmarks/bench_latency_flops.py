@@ -4,8 +4,8 @@ For ResNet-20 (../shared/assets, BatchNorm folded), VGG16-CIFAR and the tiny SSD
 onnxprune.zoo, random weights: latency does not depend on the values), every prunable channel
 group loses 25%, 50% and 75% of its channels (uniform L1-norm selection, benchmarks/uniform_l1.py),
 with channel counts as they fall and rounded up to multiples of 8 (`--round-to 8`). Each pruned
-model is timed against its dense model in onnxruntime on the CPU, interleaved rounds, at batch 1
-and 32.
+model is timed against its dense model in onnxruntime on the CPU, in interleaved turns
+(`onnxprune.bench`), at batch 1 and 32.
 
     .venv/bin/python -P benchmarks/bench_latency_flops.py              # about 10 minutes on 2 cores
 
