@@ -157,7 +157,7 @@ def _size(path: Path) -> int:
 
 def format_bench(report: dict) -> str:
     lines = [
-        f"onnxruntime {report['provider']}, batch {report['batch']}, {report['runs']} interleaved runs",
+        f"onnxruntime {report['provider']}, batch {report['batch']}, {report['runs']} timed runs a model in interleaved turns",
         "",
         f"{'model':40s} {'params':>11s} {'MFLOPs':>9s} {'MB':>7s} {'ms (median)':>12s} {'p10-p90':>15s} {'speed-up':>8s}",
     ]

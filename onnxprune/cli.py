@@ -210,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
                        help="auto: CUDA when a session really starts on it, else CPU")  # fmt: skip
     bench.add_argument("--batch", type=int, default=1, help="batch size for a dynamic batch dim (default 1)")
-    bench.add_argument("--runs", type=int, default=50, help="timed runs per model, interleaved (default 50)")
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per model, in interleaved turns (default 50)")
     bench.add_argument("--warmup", type=int, default=5,
                        help="untimed runs (and 200 ms at the least) opening each model's turn of up to 10 timed "
                             "ones (default 5)")
