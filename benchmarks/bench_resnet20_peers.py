@@ -26,7 +26,7 @@ all in interleaved turns (`onnxprune.bench`); FLOPs by Torch-Pruning's counter:
 Torch-Pruning is only needed here: `pip install --target /tmp/tp torch-pruning` and run with
 `PYTHONPATH=/tmp/tp`. NVIDIA ModelOpt's published row is quoted beside the results.
 
-    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 40 minutes on 2 cores (three levels; estimated)
+    PYTHONPATH=/tmp/tp .venv/bin/python -P benchmarks/bench_resnet20_peers.py   # about 22 minutes on 2 cores (three levels)
 
 Results: benchmarks/results/bench_resnet20_peers.{json,md,png}.
 """
