@@ -7,8 +7,8 @@ threads spin again (on 2 cores, a batch-32 ResNet-20 took 2-3x its steady time f
 runs after another model's turn, batch 1 about 1.7x for up to a dozen; interleaving single runs
 measured only that). Spinning stays on, as in deployment, so the figures are steady-state latency.
 The report gives the median, the 10th-90th percentile spread and each model's ratios against the
-first. `provider="auto"` uses CUDA only
-when a session really starts on it, without onnxruntime's error spam on CPU machines.
+first. `provider="auto"` uses CUDA only when a session really starts on it, without onnxruntime's
+error spam on CPU machines.
 """
 
 from __future__ import annotations
