@@ -7,7 +7,7 @@ with channel counts as they fall and rounded up to multiples of 8 (`--round-to 8
 model is timed against its dense model in onnxruntime on the CPU, in interleaved turns
 (`onnxprune.bench`), at batch 1 and 32.
 
-    .venv/bin/python -P benchmarks/bench_latency_flops.py              # about 4 minutes on 2 cores
+    .venv/bin/python -P benchmarks/bench_latency_flops.py              # about a minute on 2 cores
 
 Results: benchmarks/results/bench_latency_flops.{json,md,png}.
 """

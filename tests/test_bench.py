@@ -96,8 +96,8 @@ def test_models_are_timed_in_turns_each_opened_by_untimed_runs(models, monkeypat
     turns = [(tag, sum(1 for _ in group)) for tag, group in itertools.groupby(calls)]
     n = bench_module.TURN_RUNS
     assert turns == [("A", 2 + n), ("B", 2 + n), ("A", 2 + 13 - n), ("B", 2 + 13 - n)]
+    assert [m["runs"] for m in report["models"]] == [13, 13] and report["runs"] == 13
     calls.clear()
     monkeypatch.setattr(bench_module, "WARM_MS", 50)
     bench_module.bench([models[0]], provider="cpu", runs=1, warmup=0)
     assert len(calls) > 2  # a tiny model runs many times in 50 ms
-    assert [m["runs"] for m in report["models"]] == [13, 13] and report["runs"] == 13
