@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="add lambda*|W| to the loss (plain subgradient) instead of the proximal step")  # fmt: skip
         p.add_argument("--l1-groups", choices=L1_GROUPS, default="weights", help=_L1_GROUPS_HELP)
         p.add_argument("--report-threshold", type=float, default=1e-3, help="threshold of the sparsity reported")
-        p.add_argument("--limit", type=int, help="use only the first N images")
+        p.add_argument("--limit", type=int, help="use N training images spread over the set (a quick try)")
         p.add_argument("--no-augment", action="store_true", help="no random crop, flip or colour jitter")
         p.add_argument("--freeze-bn", action="store_true",
                        help="keep BatchNorm running statistics (small or unlabelled data sets)")  # fmt: skip

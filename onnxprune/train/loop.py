@@ -68,7 +68,7 @@ class TrainConfig:
     kd_temperature: float | None = None  # with a teacher: Hinton's loss at this temperature on a classifier's logits
     augment: bool = True
     seed: int = 0
-    limit: int | None = None  # use the first N images of the data spec
+    limit: int | None = None  # use N images of the data spec, spread over it
     device: str = "auto"
     preprocess: Preprocess = field(default_factory=Preprocess)
 
