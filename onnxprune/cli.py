@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
     prune.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
     prune.add_argument("--plan-out", help="also write the selection as a JSON plan")
+    prune.add_argument("--no-verify", action="store_true",
+                       help="do not run both models in onnxruntime on probe inputs to check the pruned one computes the same")
+    prune.add_argument("--shape", nargs="+", default=(), metavar="NAME=1x3xHxW",
+                       help="probe shapes of dynamic inputs (default: batch 1, 224 for a dynamic height or width)")
 
     finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
     sparsify = sub.add_parser("sparsify", help="L1 sparsity training (the paper's step 1), with labels or --teacher")
@@ -246,7 +250,8 @@ def _prune(args: argparse.Namespace) -> int:
         args.model, args.output, threshold=args.threshold, sparsity=args.sparsity, flops_target=args.flops_target,
         params_target=args.params_target, sf=args.sf, sf_low=args.sf_low,
         sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, relative=args.relative,
-        plan=args.plan, plan_out=args.plan_out, progress=not args.quiet and not args.json,
+        plan=args.plan, plan_out=args.plan_out, verify=not args.no_verify, shapes=_shapes(args.shape),
+        progress=not args.quiet and not args.json,
     )  # fmt: skip
     report.pop("model")
     if args.json:
@@ -376,18 +381,23 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from onnxprune.bench import bench, format_bench
-
+def _shapes(items) -> dict[str, tuple[int, ...]]:
+    """`--shape input=1x3x224x224 ...` as {name: dims}."""
     shapes = {}
-    for item in args.shape:
+    for item in items:
         name, _, dims = item.partition("=")
         try:
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
             raise ValueError(f"--shape must look like input=1x3x224x224; got {item!r}") from None
+    return shapes
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from onnxprune.bench import bench, format_bench
+
     report = bench(args.models, provider=args.provider, batch=args.batch, runs=args.runs, warmup=args.warmup,
-                   threads=args.threads, shapes=shapes)  # fmt: skip
+                   threads=args.threads, shapes=_shapes(args.shape))  # fmt: skip
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:

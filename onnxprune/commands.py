@@ -19,6 +19,7 @@ from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import report_paths, write_prune_report
 from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
 from onnxprune.surgery import apply_plan
+from onnxprune.verify import probe_reference, verify_pruned
 
 __all__ = ["analyze", "format_analysis", "format_prune", "prune"]
 
@@ -95,13 +96,18 @@ def prune(
     relative: bool = False,
     plan: str | os.PathLike | PrunePlan | None = None,
     plan_out: str | os.PathLike | None = None,
+    verify: bool = True,
+    shapes: dict[str, tuple[int, ...]] | None = None,
     progress: bool = False,
 ) -> dict:
     """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
     `output` (when given). The threshold is `threshold`, or the one at which `sparsity` of the
     pruned layers' weights count as zero, or the smallest that removes `flops_target` of the
-    FLOPs (`params_target` of the parameters). Returns the JSON object `onnxprune prune --json`
-    prints, with the pruned `onnx.ModelProto` under the key "model" (not printed)."""
+    FLOPs (`params_target` of the parameters). With `verify`, both models run in onnxruntime on
+    seeded probe inputs (dynamic input shapes from `shapes`) and the deviation is reported;
+    VerificationError (nothing written) where removals called exact are not. Returns the JSON
+    object `onnxprune prune --json` prints, with the pruned `onnx.ModelProto` under the key
+    "model" (not printed)."""
     say = _Progress(progress)
     if sum(x is not None for x in (threshold, sparsity, flops_target, params_target, plan)) > 1:
         raise InputError("give one of --threshold, --sparsity, --flops-target, --params-target and --plan")
@@ -129,9 +135,20 @@ def prune(
     if plan_out is not None:
         chosen.save(plan_out)
     before = model_cost(proto)  # before the surgery, which may edit `proto`
+    if verify:
+        say("running the input model on probe inputs")
+        reference = probe_reference(proto, shapes)
     say("removing channels")
     result = apply_plan(analysis, chosen)
     after = model_cost(result.model)
+    verification = None
+    if verify:
+        say("verifying the pruned model against the input model")
+        exact = all(not g.removal.get(s) for g in result.groups for s in ("folded_border", "approximate"))
+        verification = verify_pruned(reference, result.model, keep=result.keep, expect_exact=exact,
+                                     changed_nodes=result.changed_nodes)  # fmt: skip
+        if verification.status == "skipped" and progress:
+            print(f"note: the pruned model was not verified: {verification.reason}", file=sys.stderr)
     if output is not None:
         say(f"saving {output}")
         save_model(result.model, output, input_path=model if not isinstance(model, onnx.ModelProto) else None)
@@ -146,6 +163,7 @@ def prune(
         "flops_target": flops_target,
         "params_target": params_target,
         "plan": str(plan_out) if plan_out is not None else None,
+        "verification": verification.to_json() if verification is not None else None,
         "groups": [
             {"name": g.name, "producers": g.producers, "channels_before": g.channels_before,
              "channels_after": g.channels_after, "pinned_by": g.pinned_by, "removal": g.removal}
@@ -206,6 +224,20 @@ def format_prune(report: dict) -> str:
     if any(g["channels_after"] % 8 for g in changed):
         lines.append("\nnote: some channel counts are not multiples of 8; onnxruntime's fast CPU convolutions "
                      "want multiples of 8 and the model may run slower than before: try --round-to 8")  # fmt: skip
+    v = report.get("verification")
+    if v is not None:
+        lines.append("")
+        if v["status"] == "skipped":
+            lines.append(f"not verified: {v['reason']}")
+        else:
+            worst = f" (output {v['worst_output']})" if v["max_deviation"] else ""
+            verdict = "within" if v["status"] == "passed" else "beyond"
+            lines.append(f"verified on {v['probes']} probe inputs in onnxruntime: largest deviation {v['max_deviation']:.2g} "
+                         f"of the output's magnitude{worst}, {verdict} the tolerance {v['tolerance']:g}")  # fmt: skip
+            if v["status"] == "deviates":
+                lines.append("(expected: some removals are approximate or border folds; fine-tuning recovers them)")
+        if v["not_compared"]:
+            lines.append(f"not compared (behind NMS, TopK or another discontinuous op): {', '.join(v['not_compared'])}")
     if report["output"]:
         lines.append(f"\nwrote {report['output']}")
     return "\n".join(lines)

@@ -48,6 +48,8 @@ class SurgeryResult:
     model: onnx.ModelProto
     groups: list[GroupChange]
     changed: bool
+    keep: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> channels kept (axis 1), where some went
+    changed_nodes: dict[str, str] = field(default_factory=dict)  # node -> what the surgery did to it, for messages
 
 
 class _Surgery:
@@ -428,6 +430,19 @@ class _Surgery:
         sizes[channel] = int(self.keep(node.outputs[0].name).sum())
         self._set_input(node, at, sizes, "sizes")
 
+    def record(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The kept channels of every tensor that lost some, and what was done to which node."""
+        keep = {name: k for name in self.a.layouts if not (k := self.keep(name)).all()}
+        done: dict[str, str] = {}
+        for node in self.a.graph.nodes:
+            if any(t.name in keep for t in node.inputs):
+                done[node.name] = "cut input channels"
+        for name in self.modified:
+            for node in self.a.graph.nodes:
+                if any(t.name == name for t in node.inputs):
+                    done[node.name] = "folded the constant values of removed input channels into its bias"
+        return keep, done
+
     def changes(self) -> list[GroupChange]:
         out = []
         index = self.a.group_index()
@@ -453,6 +468,7 @@ def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
     surgery = _Surgery(analysis, plan)
     surgery.propagate()
     changed = surgery.cut()
+    keep, changed_nodes = surgery.record()
     if surgery.orphaned:
         # Drop the nodes that only computed a replaced input (a Reshape of a weight, the
         # ConstantOfShape/Concat chain of a Pad's pads); every other node keeps its name.
@@ -462,7 +478,7 @@ def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
             node.name = ""
     model = export(analysis)
     check_model(model)
-    return SurgeryResult(model, surgery.changes(), changed)
+    return SurgeryResult(model, surgery.changes(), changed, keep, changed_nodes)
 
 
 def export(analysis: ChannelAnalysis) -> onnx.ModelProto:

@@ -44,8 +44,10 @@ def _concat(a: ChannelAnalysis, node: gs.Node) -> None:
                 a.pin_inputs(node, f"Concat {node.name} joins a tensor with an unknown channel count")
                 return
             layout = a.new_fixed_channels(shape[1])
+            segments.append((None, np.full(len(layout), np.nan)))  # untracked: its values are unknown
+        else:
+            segments.append((t.name, np.arange(len(layout))))
         parts.append(layout)
-        segments.append((t.name, np.arange(len(layout))))
     a.set_layout(y, np.concatenate(parts))
     a.add_value_step(node, "gather", ((y.name, tuple(segments), True),))
 
