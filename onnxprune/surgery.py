@@ -424,6 +424,10 @@ class _Surgery:
     def _edit_group(self, node: gs.Node, edit) -> None:
         node.attrs["group"] = int(self.keep(edit.inputs[0]).sum())
 
+    def _edit_groups(self, node: gs.Node, edit) -> None:
+        (width,) = edit.detail
+        node.attrs["group"] = int(self.keep(edit.inputs[0]).sum()) // width
+
     def _edit_resize_sizes(self, node: gs.Node, edit) -> None:
         at, channel = edit.detail
         sizes = np.array(self.a.constant(node.inputs[at])).reshape(-1)

@@ -1,6 +1,6 @@
 """Conv and ConvTranspose: a plain conv reads one channel space (weight axis 1) and makes a new
 one (weight axis 0 and bias); a depthwise conv keeps its input's channels (its filters follow
-them); other grouped convs pin, since removing channels must keep every group the same size."""
+them); other grouped convs lose whole groups, since every group must keep the same size."""
 
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
         a.set_layout(y, out)
         a.add_edit(node, "group", (x.name,))
         a.add_value_step(node, "depthwise", (out_channels // in_channels,))
+    elif lx is not None and len(lx) == in_channels and out_channels % groups == 0:
+        _grouped(a, node, w, b, groups)
     else:
         reason = f"grouped conv {node.name} (group={groups}) must keep equal groups"
         a.pin(lx, reason)
@@ -80,6 +82,25 @@ def _conv(a: ChannelAnalysis, node: gs.Node) -> None:
         a.set_layout(y, out)
         a.pin(out, reason)
         a.add_value_step(node, "layer", (1, 0))
+
+
+def _grouped(a: ChannelAnalysis, node: gs.Node, w: gs.Tensor, b: gs.Tensor | None, groups: int) -> None:
+    """A grouped conv (RegNet, ResNeXt) loses whole groups: the input channels of group g and the
+    output channels it makes are tied into one class, so every group keeps its width."""
+    x, y = node.inputs[0], node.outputs[0]
+    lx = a.layout(x)
+    out_channels = a.shape(w)[0]
+    width_in, width_out = len(lx) // groups, out_channels // groups
+    out = a.new_layer_channels(node, out_channels)
+    first = np.repeat(lx[::width_in], width_in)  # each input channel's group leader
+    a.tie(lx, first)
+    a.tie(out, np.repeat(lx[::width_in], width_out))
+    a.add_slice("producer", node, w, 0, out)
+    if b is not None:
+        a.add_slice("producer", node, b, 0, out)
+    a.set_layout(y, out)
+    a.add_edit(node, "groups", (x.name,), (width_in,))
+    a.add_value_step(node, "layer", (1, 0))
 
 
 def _conv_transpose(a: ChannelAnalysis, node: gs.Node) -> None:
