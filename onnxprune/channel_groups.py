@@ -293,6 +293,7 @@ class ChannelAnalysis:
             counts[g] += 1
         self.element_class, self.class_group, self.class_index = element_class, class_group, class_index
 
+        self._unshare_constants()
         groups: list[ChannelGroup] = []
         for g, root in enumerate(group_roots.tolist()):
             member_spaces = np.nonzero(space_root == root)[0]
@@ -330,6 +331,35 @@ class ChannelAnalysis:
         # Groups without any layer channel (graph inputs, pads alone) are nothing to prune.
         self.groups = [g for g in groups if g.producer_nodes]
         self.all_groups = groups
+
+    def _unshare_constants(self) -> None:
+        """A sliced constant that several nodes read (exporters share equal initializers, or
+        read one through Identity nodes) gets a copy for each reader after the first, so each
+        reader's slice can be cut alone. One listed as a graph input stays shared (and pinned)."""
+        sliced = {tensor for _, _, tensor, _, _ in self._raw_slices}
+        readers: dict[str, list[gs.Node]] = {}
+        for node in self.graph.nodes:
+            for t in node.inputs:
+                if t.name in sliced and isinstance(t, gs.Constant):
+                    users = readers.setdefault(t.name, [])
+                    if node not in users:
+                        users.append(node)
+        graph_inputs = {t.name for t in self.graph.inputs}
+        renamed: dict[tuple[str, str], str] = {}
+        for name, users in readers.items():
+            if len(users) < 2 or name in graph_inputs:
+                continue
+            original = next(t for t in users[0].inputs if t.name == name)
+            for node in users[1:]:
+                copy = gs.Constant(self.unique_name(f"{name}_{node.name}"), original._values)
+                for i, t in enumerate(node.inputs):
+                    if t is original:
+                        node.inputs[i] = copy
+                renamed[(node.name, name)] = copy.name
+        if renamed:
+            self._tensors = None
+            self._raw_slices = [(role, node, renamed.get((node, tensor), tensor), axis, layout)
+                                for role, node, tensor, axis, layout in self._raw_slices]  # fmt: skip
 
     def group_index(self) -> dict[str, int]:
         """Position in `all_groups` of each reported group, by name."""

@@ -86,26 +86,50 @@ def probe_inputs(session, shapes: dict[str, tuple[int, ...]], seed: int) -> dict
     return feeds
 
 
+_SHAPE_OPS = ("Shape", "Size")  # their outputs do not depend on the values they read
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs and what the nodes of its subgraphs (If, Loop) read."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            for inner in sub.node:
+                names |= _reads(inner)
+    return names
+
+
 def _downstream(graph: onnx.GraphProto, starts: set[str]) -> set[str]:
-    """Names of tensors computed from any tensor in `starts` (the nodes are in graph order)."""
+    """Tensors whose values depend on the values of `starts` (not only on their shapes)."""
     reached = set(starts)
     for node in graph.node:
-        if any(i in reached for i in node.input):
+        if node.op_type not in _SHAPE_OPS and _reads(node) & reached:
             reached.update(node.output)
     return reached
 
 
 def _checkpoints(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(tensors to compare, graph outputs left out because a discontinuous op computes them)."""
+    """(tensors to compare, graph outputs left out because a discontinuous op computes them).
+    A discontinuous op counts only where it reads values computed from the inputs' values: the
+    Ceil or Floor of a size computed from shapes is the same in both models."""
     graph = model.graph
-    cut = [n for n in graph.node if n.op_type in DISCONTINUOUS_OPS]
+    initializers = {t.name for t in graph.initializer}
+    varying = _downstream(graph, {i.name for i in graph.input if i.name not in initializers})
+    cut = [n for n in graph.node if _discontinuous(n) and _reads(n) & varying]
     behind = _downstream(graph, {o for n in cut for o in n.output})
     outputs = [o.name for o in graph.output]
     compare = [o for o in outputs if o not in behind]
     float_types = _float_tensors(model)
     for n in cut:
-        compare += [i for i in n.input if i and i not in behind and i in float_types and i not in compare]
+        compare += [i for i in n.input if i in varying and i not in behind and i in float_types and i not in compare]
     return compare, [o for o in outputs if o in behind]
+
+
+def _discontinuous(node: onnx.NodeProto) -> bool:
+    if node.op_type in DISCONTINUOUS_OPS:
+        return True
+    subgraphs = [g for a in node.attribute for g in (*([a.g] if a.HasField("g") else []), *a.graphs)]
+    return any(_discontinuous(n) for g in subgraphs for n in g.node)
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
