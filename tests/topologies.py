@@ -334,7 +334,16 @@ def _export(name: str, bn: str, seed: int) -> onnx.ModelProto:
     shapes, the topology's output names, and BatchNorm kept when bn == "separate"."""
     _check_bn(bn)
     module, shape = torch_module(name, seed)
-    outputs = _TORCH_SPECS[name][2]
+    model = export_module(module, shape, _TORCH_SPECS[name][2], bn)
+    has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    if has_bn != (bn == "separate"):
+        raise AssertionError(f"{name}: bn={bn!r} export has BatchNormalization nodes: {has_bn}")
+    return model
+
+
+def export_module(module: nn.Module, shape: tuple[int, ...], outputs: tuple[str, ...], bn: str = "folded") -> onnx.ModelProto:
+    """An eval-mode module exported with the TorchScript exporter at opset 17, static shapes, input
+    "input" and the given output names; BatchNorm kept as its own node when bn == "separate"."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter announces its own deprecation (several warnings).
@@ -352,11 +361,7 @@ def _export(name: str, bn: str, seed: int) -> onnx.ModelProto:
             opset_version=OPSET,
             training=torch.onnx.TrainingMode.PRESERVE if bn == "separate" else torch.onnx.TrainingMode.EVAL,
         )
-    model = onnx.load_from_string(buffer.getvalue())
-    has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
-    if has_bn != (bn == "separate"):
-        raise AssertionError(f"{name}: bn={bn!r} export has BatchNormalization nodes: {has_bn}")
-    return model
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def _conv(*parts: str) -> str:

@@ -1,0 +1,243 @@
+"""Patterns of models in the wild (torchvision, timm, ultralytics exports), each in a small graph of
+the same structure: grouped convs lose whole groups, constants shared between readers are cut for
+each reader, a Concat of a tensor whose channels are not tracked (an ASPP pooling branch resized
+to computed sizes, a channels-last branch) no longer crashes the surgery, and constant channels
+through depthwise convs are folded exactly or reported approximate, never wrongly called exact
+(prune's own verification raises otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import topologies as T
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+import onnxprune
+from onnxprune.channel_groups import analyze_channels
+
+ZERO = {"threshold": 0.0, "sf": 1.0, "sf_low": 1.0, "sg": 1.0}
+
+
+def _module(cls, *args):
+    torch.manual_seed(0)
+    module = cls(*args)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return module.eval()
+
+
+def _zero_filters(model: onnx.ModelProto, conv: str, channels, bias: float | None = 0.0) -> onnx.ModelProto:
+    """Filters `channels` of Conv `conv` all zero; its bias there `bias` (None: left as it is)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    node = next(n for n in model.graph.node if n.name == conv)
+    inits = {t.name: t for t in model.graph.initializer}
+    for k, name in enumerate(node.input[1:3]):
+        if k == 1 and bias is None:
+            continue
+        value = numpy_helper.to_array(inits[name]).copy()
+        value[list(channels)] = 0.0 if k == 0 else bias
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    return model
+
+
+def _group(report: dict, conv: str) -> dict:
+    return next(g for g in report["groups"] if conv in g["producers"])
+
+
+# ----- grouped convs (ResNeXt, RegNet) ------------------------------------------------------
+
+
+class GroupedBlock(nn.Module):
+    """stem 3->8; grouped 3x3 8->8 in 4 groups of 2; 1x1 8->6; GAP, Gemm -> logits."""
+
+    def __init__(self, bn: bool) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=not bn)
+        self.bn = nn.BatchNorm2d(8) if bn else nn.Identity()
+        self.project = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(self.bn(self.grouped(x)))
+        x = F.relu(self.project(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("bn", ["folded", "separate"])
+def test_a_grouped_conv_loses_whole_groups(bn):
+    model = T.export_module(_module(GroupedBlock, bn == "separate"), (1, 3, 12, 12), ("logits",), bn)
+    analysis = analyze_channels(model)
+    group = next(g for g in analysis.groups if "/stem/Conv" in g.producer_nodes)
+    assert not group.pinned and group.size == 4  # four groups of two channels
+    assert "/grouped/Conv" in group.producer_nodes
+    # Group 1 (channels 2, 3) all zero in both convs: it goes, in both, with project's inputs.
+    zeroed = _zero_filters(_zero_filters(model, "/stem/Conv", [2, 3]), "/grouped/Conv", [2, 3])
+    report = onnxprune.prune(zeroed, **ZERO)
+    g = _group(report, "/stem/Conv")
+    assert (g["channels_before"], g["channels_after"]) == (4, 3)
+    assert report["verification"]["status"] == "passed"
+    pruned = report["model"]
+    node = next(n for n in pruned.graph.node if n.name == "/grouped/Conv")
+    assert next(a.i for a in node.attribute if a.name == "group") == 3
+    weights = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    assert weights[node.input[1]].shape == (6, 2, 3, 3)
+
+
+def test_half_a_group_zero_keeps_the_group():
+    model = T.export_module(_module(GroupedBlock, False), (1, 3, 12, 12), ("logits",))
+    zeroed = _zero_filters(_zero_filters(model, "/stem/Conv", [2]), "/grouped/Conv", [2, 3])
+    report = onnxprune.prune(zeroed, **ZERO)
+    g = _group(report, "/stem/Conv")
+    assert g["channels_after"] == g["channels_before"]
+
+
+# ----- constants shared between readers -----------------------------------------------------
+
+
+def _shared_weight_model(through_identity: bool) -> onnx.ModelProto:
+    """stem (3->4); branches a and b (1x1, 4->4) read one weight W (b through an Identity when
+    `through_identity`, as exporters deduplicate equal initializers); Concat; 1x1 mix (8->3)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("ws", (4, 3, 1, 1)), ("W", (4, 4, 1, 1)), ("wm", (3, 8, 1, 1)), ("bm", (3,)))]  # fmt: skip
+    inits.append(numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "B"))
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"], name="stem"),
+             helper.make_node("Conv", ["s", "W", "B"], ["a"], name="branch_a")]  # fmt: skip
+    if through_identity:
+        nodes.append(helper.make_node("Identity", ["W"], ["W_copy"], name="copy"))
+    nodes += [
+        helper.make_node("Conv", ["s", "W_copy" if through_identity else "W", "B"], ["b"], name="branch_b"),
+        helper.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=1),
+        helper.make_node("Relu", ["ab"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wm", "bm"], ["y"], name="mix"),
+    ]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 6, 6])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("through_identity", [False, True], ids=["same-initializer", "identity"])
+def test_a_shared_weight_is_cut_for_each_reader(through_identity):
+    model = _shared_weight_model(through_identity)
+    w = {t.name: t for t in model.graph.initializer}
+    value = numpy_helper.to_array(w["W"]).copy()
+    value[2] = 0.0  # filter 2 of both branches (they share W), whose bias is B[2] = 1/3
+    w["W"].CopyFrom(numpy_helper.from_array(value, "W"))
+    analysis = analyze_channels(model)
+    assert not any(g.pinned for g in analysis.groups if g.name in ("branch_a", "branch_b"))
+    report = onnxprune.prune(model, **ZERO)
+    for name in ("branch_a", "branch_b"):
+        g = _group(report, name)
+        assert (g["channels_before"], g["channels_after"]) == (4, 3)
+        assert g["removal"]["folded"] == 1  # channel 2 holds B[2] (ReLU keeps it): folded into mix's bias
+    assert report["verification"]["status"] == "passed"
+    onnx.checker.check_model(report["model"], full_check=True)
+
+
+# ----- Concat of an untracked tensor --------------------------------------------------------
+
+
+class AsppPooling(nn.Module):
+    """DeepLabV3's ASPP: a 1x1 branch and a pooled branch (GAP, 1x1, ReLU, resized back to the
+    feature's computed size) concatenated, then a 1x1 projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feature = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.branch = nn.Conv2d(8, 6, 1)
+        self.pooled = nn.Conv2d(8, 4, 1)
+        self.project = nn.Conv2d(10, 5, 1)
+
+    def forward(self, x):
+        f = F.relu(self.feature(x))
+        p = F.relu(self.pooled(F.adaptive_avg_pool2d(f, 1)))
+        p = F.interpolate(p, size=f.shape[-2:], mode="bilinear", align_corners=False)
+        return self.project(torch.cat([F.relu(self.branch(f)), p], dim=1))
+
+
+class ChannelsLastBranch(nn.Module):
+    """A conv output concatenated with a branch computed channels-last (Transpose, Sigmoid, Mul,
+    Transpose back), whose channels the analysis does not follow (BlazeFace, YOLO decodes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Conv2d(9, 4, 1)
+
+    def forward(self, x):
+        side = (x.permute(0, 2, 3, 1).sigmoid() * 2.0).permute(0, 3, 1, 2)
+        return self.head(torch.cat([F.relu(self.conv(x)), side], dim=1))
+
+
+def _export_dynamic(module, shape):
+    """Exported with dynamic height and width, so sizes are computed from Shape at run time."""
+    import io
+    import warnings
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(module, (torch.zeros(shape),), buffer, dynamo=False, input_names=["input"],
+                          output_names=["out"], opset_version=T.OPSET,
+                          dynamic_axes={"input": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}})  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())
+
+
+@pytest.mark.parametrize(("cls", "conv", "dynamic"), [
+    (AsppPooling, "/branch/Conv", True), (AsppPooling, "/branch/Conv", False), (ChannelsLastBranch, "/conv/Conv", False),
+], ids=["aspp-dynamic", "aspp-static", "channels-last"])  # fmt: skip
+def test_concat_of_an_untracked_tensor_prunes_its_tracked_inputs(cls, conv, dynamic):
+    module = _module(cls)
+    shape = (1, 3, 16, 16)
+    model = _export_dynamic(module, shape) if dynamic else T.export_module(module, shape, ("out",))
+    report = onnxprune.prune(_zero_filters(model, conv, [1, 4]), **ZERO, shapes={"input": shape})
+    g = _group(report, conv)
+    assert g["channels_before"] - g["channels_after"] == 2 and not g["pinned_by"]
+    assert report["verification"]["status"] == "passed"
+
+
+# ----- constant channels through depthwise convs --------------------------------------------
+
+
+class DepthwiseChain(nn.Module):
+    """stem (3->8) + BN + ReLU; depthwise k x k (multiplier m) + BN + ReLU; 1x1 (8m->6)."""
+
+    def __init__(self, k: int, pad: int, stride: int, multiplier: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stem_bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8 * multiplier, k, stride=stride, padding=pad, groups=8, bias=False)
+        self.dw_bn = nn.BatchNorm2d(8 * multiplier)
+        self.pw = nn.Conv2d(8 * multiplier, 6, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        return self.pw(F.relu(self.dw_bn(self.dw(x))))
+
+
+@pytest.mark.parametrize("bn", ["folded", "separate"])
+@pytest.mark.parametrize(("k", "pad", "stride", "multiplier"), [(3, 1, 1, 1), (3, 0, 1, 1), (1, 0, 2, 1), (3, 1, 2, 2),
+                                                               (3, 0, 2, 2)])  # fmt: skip
+def test_constant_channels_through_a_depthwise_conv(bn, k, pad, stride, multiplier):
+    module = _module(DepthwiseChain, k, pad, stride, multiplier)
+    model = T.export_module(module, (1, 3, 10, 10), ("out",), bn)
+    zeroed = _zero_filters(model, "/stem/Conv", [1, 5], bias=None)  # then constant: the bias, BN
+    report = onnxprune.prune(zeroed, **ZERO)  # raises where a removal called exact is not
+    g = _group(report, "/stem/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2
+    v = report["verification"]
+    # Zero padding varies a nonzero constant at the borders: approximate, and said so.
+    assert v["status"] == "passed" or (pad and g["removal"]["approximate"] > 0)
+    if not pad:
+        assert g["removal"]["approximate"] == 0
