@@ -522,8 +522,11 @@ def export(analysis: ChannelAnalysis) -> onnx.ModelProto:
         del g.initializer[i]
     graph_io = {t.name for t in (*analysis.graph.inputs, *analysis.graph.outputs)}
     del g.value_info[:]
+    # Shape inference names the dims it cannot know `unk__N`; onnxruntime takes equal names for
+    # equal dims, and a name that two unrelated dims share made RetinaNet's pruned post-processing
+    # fail. So such dims are written unnamed.
     g.value_info.extend(
-        onnx.helper.make_tensor_value_info(t.name, dtype_to_onnx(t.dtype), t.shape)
+        onnx.helper.make_tensor_value_info(t.name, dtype_to_onnx(t.dtype), [_dim(d) for d in t.shape])
         for name, t in tensors.items()
         if isinstance(t, gs.Variable) and name not in graph_io and t.dtype is not None and t.shape is not None
     )
@@ -537,3 +540,8 @@ def export(analysis: ChannelAnalysis) -> onnx.ModelProto:
             t = weights[info.name]
             g.input.append(onnx.helper.make_tensor_value_info(info.name, t.data_type, list(t.dims)))
     return model
+
+
+def _dim(d):
+    """A dim for value_info: a size, a name the model gave, or None (unknown) for an inferred name."""
+    return None if isinstance(d, str) and d.startswith("unk__") else d

@@ -59,7 +59,7 @@ def _session(model: onnx.ModelProto):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are raised and reported, not logged
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
@@ -120,8 +120,9 @@ def _checkpoints(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     outputs = [o.name for o in graph.output]
     compare = [o for o in outputs if o not in behind]
     float_types = _float_tensors(model)
-    for n in cut:
-        compare += [i for i in n.input if i in varying and i not in behind and i in float_types and i not in compare]
+    for n in graph.node:  # what goes into the discontinuous part: scores, and the boxes gathered by them
+        if n in cut or set(n.output) & behind:
+            compare += [i for i in n.input if i in varying and i not in behind and i in float_types and i not in compare]
     return compare, [o for o in outputs if o in behind]
 
 
@@ -140,10 +141,17 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of `model` whose graph outputs are `names` (any tensors of the graph)."""
+    """A copy of `model` whose graph outputs are `names` (any tensors of the graph), without the
+    nodes they do not need (a post-processing that fails on no detections must not hide them)."""
+    needed, nodes = set(names), []
+    for node in reversed(model.graph.node):
+        if needed & set(node.output):
+            nodes.append(node)
+            needed |= _reads(node)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    del out.graph.output[:]
+    del out.graph.output[:], out.graph.node[:]
+    out.graph.node.extend(reversed(nodes))
     out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     return out
 
@@ -175,6 +183,7 @@ class ProbeReference:
     not_compared: list[str] = field(default_factory=list)
     outputs: list[list[np.ndarray]] = field(default_factory=list)
     skipped: str | None = None
+    run: list[str] = field(default_factory=list)  # what the pruned model must compute: compare first
 
 
 def probe_reference(
@@ -191,11 +200,21 @@ def probe_reference(
         session = _session(_with_outputs(original, compare))
         feeds = [probe_inputs(session, shapes or {}, seed) for seed in range(probes)]
         outputs = [session.run(compare, f) for f in feeds]
+        run = compare
+        if not_compared:  # the pruned model must run them too, where the input model does
+            try:
+                everything = compare + not_compared
+                session = _session(_with_outputs(original, everything))
+                for f in feeds:
+                    session.run(everything, f)
+                run = everything
+            except Exception:  # noqa: BLE001 - then only the compared tensors are asked of the pruned model
+                pass
     except Exception as err:  # noqa: BLE001 - a model onnxruntime cannot run on probes is not verified
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return ProbeReference(skipped=f"onnxruntime cannot run the input model on probe inputs ({first[:300]}); "
                                       "give its input shapes with --shape")  # fmt: skip
-    return ProbeReference(model_bytes, feeds, compare, not_compared, outputs)
+    return ProbeReference(model_bytes, feeds, compare, not_compared, outputs, run=run)
 
 
 def verify_pruned(
@@ -215,8 +234,8 @@ def verify_pruned(
         return Verification("skipped", not_compared=reference.not_compared, reason=reference.skipped)
     compare = reference.compare
     try:
-        session = _session(_with_outputs(pruned, compare))
-        results = [session.run(compare, f) for f in reference.feeds]
+        session = _session(_with_outputs(pruned, reference.run))
+        results = [session.run(reference.run, f)[: len(compare)] for f in reference.feeds]
     except Exception as err:
         raise VerificationError(f"onnxruntime cannot run the pruned model, though it runs the input model: {err}") from err
     deviations = {name: 0.0 for name in compare}

@@ -1,0 +1,259 @@
+"""Surgery on models in the wild: how much of each architecture can be pruned, and exactly?
+
+Exports torchvision classifiers, detectors and segmenters, timm's GhostNet and ultralytics YOLOs
+(random init, BatchNorm statistics drawn at random so folds are not trivially zero; TorchScript
+exporter, opset 17), plants all-zero filters in a quarter of the classes of every prunable conv
+group, prunes at threshold 0 and reports, per model:
+
+- share: the conv output channels (a depthwise conv's follow its input and are not counted) whose
+  groups can be pruned;
+- removed/planted: planted classes the prune removed;
+- removal: exact / folded / border folds / approximate;
+- verification: prune's own check in onnxruntime (passed, deviates, skipped) and its deviation;
+- crash: any error (a VerificationError is an inexact removal called exact).
+
+    .venv/bin/pip install -c constraints.txt '.[bench]'      # timm and ultralytics (optional)
+    .venv/bin/python -P benchmarks/bench_wild.py               # all models, about 10 minutes on 2 cores
+    .venv/bin/python -P benchmarks/bench_wild.py --models resnet18 yolov8n
+
+Models whose library is not installed are listed as skipped. Results:
+benchmarks/results/bench_wild.{json,md}. Goal: 0 crashes, 0 inexact, share >= 0.9 on every
+plain classifier and >= 0.8 on every YOLO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PLANT_SHARE = 0.25
+
+
+def _tv(name, **kw):
+    def build():
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None, **kw)
+
+    return build
+
+
+def _timm(name):
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return build
+
+
+def _yolo(cfg):
+    def build():
+        from ultralytics import YOLO
+
+        net = YOLO(cfg).model.eval()
+        for m in net.modules():
+            if hasattr(m, "export"):  # the Detect/Segment/Pose heads' export-friendly outputs
+                m.export, m.format = True, "onnx"
+        return net
+
+    return build
+
+
+# name -> (builder, input shape, kind); kind "classifier" is held to share >= 0.9, "yolo" to 0.8.
+MODELS = {
+    "resnet18": (_tv("resnet18"), 224, "classifier"),
+    "resnet50": (_tv("resnet50"), 224, "classifier"),
+    "mobilenet_v2": (_tv("mobilenet_v2"), 224, "classifier"),
+    "mobilenet_v3_large": (_tv("mobilenet_v3_large"), 224, "classifier"),
+    "efficientnet_b0": (_tv("efficientnet_b0"), 224, "classifier"),
+    "regnet_y_400mf": (_tv("regnet_y_400mf"), 224, "classifier"),
+    "resnext50_32x4d": (_tv("resnext50_32x4d"), 224, "classifier"),
+    "shufflenet_v2_x1_0": (_tv("shufflenet_v2_x1_0"), 224, "classifier"),
+    "squeezenet1_1": (_tv("squeezenet1_1"), 224, "classifier"),
+    "densenet121": (_tv("densenet121"), 224, "classifier"),
+    "convnext_tiny": (_tv("convnext_tiny"), 224, "classifier"),
+    "ghostnet_100": (_timm("ghostnet_100"), 224, "classifier"),
+    "ssd300_vgg16": (_tv("ssd300_vgg16", weights_backbone=None), 300, "detector"),
+    "ssdlite320_mobilenet_v3_large": (_tv("ssdlite320_mobilenet_v3_large", weights_backbone=None), 320, "detector"),
+    "retinanet_resnet50_fpn": (_tv("retinanet_resnet50_fpn", weights_backbone=None), 320, "detector"),
+    "fcos_resnet50_fpn": (_tv("fcos_resnet50_fpn", weights_backbone=None), 320, "detector"),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": (_tv("fasterrcnn_mobilenet_v3_large_320_fpn", weights_backbone=None), 320,
+                                              "detector"),  # fmt: skip
+    "deeplabv3_mobilenet_v3_large": (_tv("deeplabv3_mobilenet_v3_large", weights_backbone=None), 224, "segmenter"),
+    "lraspp_mobilenet_v3_large": (_tv("lraspp_mobilenet_v3_large", weights_backbone=None), 224, "segmenter"),
+    "yolov8n": (_yolo("yolov8n.yaml"), 320, "yolo"),
+    "yolo11n": (_yolo("yolo11n.yaml"), 320, "yolo"),
+    "yolov8n-seg": (_yolo("yolov8n-seg.yaml"), 320, "yolo"),
+    "yolov8n-pose": (_yolo("yolov8n-pose.yaml"), 320, "yolo"),
+    "yolov5nu": (_yolo("yolov5nu.yaml"), 320, "yolo"),
+}
+GOALS = {"classifier": 0.9, "yolo": 0.8}
+
+
+@dataclass
+class Row:
+    model: str
+    kind: str
+    status: str  # ok, crash, inexact, export failed, skipped
+    conv_channels: int = 0
+    share: float | None = None
+    planted: int = 0
+    removed: int = 0
+    removal: dict | None = None
+    verification: str | None = None
+    max_deviation: float | None = None
+    seconds: float = 0.0
+    pins: list | None = None  # the commonest pin reasons, by conv channels
+    error: str | None = None
+
+
+def export(module, size: int) -> onnx.ModelProto:
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    module.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, 3, size, size),), buffer, dynamo=False, opset_version=17)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def conv_share(analysis) -> tuple[int, int, list]:
+    """(conv output channels, those in prunable groups, commonest pin reasons by channels)."""
+    from collections import Counter
+
+    convs = {n.name: n for n in analysis.graph.nodes if n.op == "Conv"}
+    pinned_by: dict[str, str] = {}
+    for g in analysis.groups:
+        for node in g.producer_nodes:
+            if node in convs:
+                pinned_by[node] = g.pinned_by[0] if g.pinned else ""
+    total = prunable = 0
+    reasons: Counter = Counter()
+    for name, node in convs.items():
+        if name not in pinned_by:
+            continue  # a depthwise conv: its channels are its input's
+        channels = int(analysis.constant(node.inputs[1]).shape[0])
+        total += channels
+        if pinned_by[name]:
+            reasons[pinned_by[name].split(" (")[0][:90]] += channels
+        else:
+            prunable += channels
+    return total, prunable, reasons.most_common(3)
+
+
+def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator) -> int:
+    """Zero every producer filter of a random PLANT_SHARE of the classes of each prunable conv
+    group (in place); returns the classes planted."""
+    from onnxprune.index_maps import removed_positions
+
+    inits = {t.name: t for t in model.graph.initializer}
+    planted = 0
+    for g in analysis.groups:
+        if g.pinned or g.size < 2 or not any(analysis.node(p).op == "Conv" for p in g.producer_nodes):
+            continue
+        chosen = rng.choice(g.size, max(1, int(PLANT_SHARE * g.size)), replace=False)
+        keep = np.ones(g.size, dtype=bool)
+        keep[chosen] = False
+        for sl in g.producers:
+            if sl.tensor not in inits or sl.axis != 0 or analysis.node(sl.node).op != "Conv":
+                continue
+            w = numpy_helper.to_array(inits[sl.tensor]).copy()
+            w[removed_positions(sl.index_map, keep)] = 0.0
+            inits[sl.tensor].CopyFrom(numpy_helper.from_array(w, sl.tensor))
+        planted += len(chosen)
+    return planted
+
+
+def run(name: str) -> Row:
+    import onnxprune
+    from onnxprune.channel_groups import analyze_channels
+    from onnxprune.verify import VerificationError
+
+    build, size, kind = MODELS[name]
+    start = time.perf_counter()
+    try:
+        model = export(build(), size)
+    except ImportError as err:
+        return Row(name, kind, "skipped", error=f"{err.name or err} is not installed: pip install '.[bench]'")
+    except Exception as err:  # noqa: BLE001 - an exporter failure is the exporter's, reported as such
+        return Row(name, kind, "export failed", error=f"{type(err).__name__}: {str(err)[:300]}")
+    try:
+        analysis = analyze_channels(model)
+        total, prunable, pins = conv_share(analysis)
+        planted = plant(model, analysis, np.random.default_rng(0))
+        report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)
+        onnx.checker.check_model(report["model"], full_check=True)
+    except VerificationError as err:
+        return Row(name, kind, "inexact", error=str(err)[:600], seconds=time.perf_counter() - start)
+    except Exception as err:  # noqa: BLE001 - what the table is for
+        return Row(name, kind, "crash", error="".join(traceback.format_exception_only(err))[-600:],
+                   seconds=time.perf_counter() - start)  # fmt: skip
+    removal = {s: sum(g["removal"][s] for g in report["groups"]) for s in ("exact", "folded", "folded_border", "approximate")}
+    v = report["verification"]
+    return Row(name, kind, "ok", total, prunable / max(total, 1), planted,
+               sum(g["channels_before"] - g["channels_after"] for g in report["groups"]), removal, v["status"],
+               v["max_deviation"], time.perf_counter() - start, pins)  # fmt: skip
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| model | kind | status | conv channels | share | removed/planted | exact/folded/border/approx | "
+             "verification | max deviation | s | main pin |", "|---|---|---|---:|---:|---:|---|---|---:|---:|---|"]  # fmt: skip
+    for r in rows:
+        goal = GOALS.get(r.kind)
+        share = "" if r.share is None else f"{r.share:.2f}" + (" (below goal)" if goal and r.share < goal else "")
+        removal = "/".join(str(r.removal[s]) for s in ("exact", "folded", "folded_border", "approximate")) if r.removal else ""
+        dev = "" if r.max_deviation is None else f"{r.max_deviation:.1e}"
+        pin = f"{r.pins[0][0]} ({r.pins[0][1]})" if r.pins else (r.error or "")
+        lines.append(f"| {r.model} | {r.kind} | {r.status} | {r.conv_channels} | {share} | {r.removed}/{r.planted} | "
+                     f"{removal} | {r.verification or ''} | {dev} | {r.seconds:.0f} | {pin.replace('|', '/')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="NAME")
+    parser.add_argument("--out", default=str(RESULTS / "bench_wild"), help="results path without extension")
+    args = parser.parse_args()
+    rows = []
+    for name in args.models:
+        row = run(name)
+        rows.append(row)
+        print(f"{name:40s} {row.status:8s} share {row.share if row.share is None else round(row.share, 3)} "
+              f"removed {row.removed}/{row.planted} {row.removal} {row.verification} {row.max_deviation} "
+              f"{row.seconds:.0f}s {row.error or ''}", flush=True)  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.platform(), "python": platform.python_version(), "plant_share": PLANT_SHARE}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(table(rows) + "\n")
+    print(table(rows))
+    bad = [r for r in rows if r.status in ("crash", "inexact")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
