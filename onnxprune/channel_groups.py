@@ -168,6 +168,21 @@ class ChannelAnalysis:
             self._folded[tensor.name] = _fold(tensor, self.opset_imports)
         return self._folded[tensor.name]
 
+    def static_value(self, tensor: gs.Tensor | None) -> np.ndarray | None:
+        """`constant(tensor)`, or else its value computed from the inferred shapes of the tensors
+        it reads the Shape of, when no unknown dim changes it (a Slice bound of C/2, as C2f's
+        chunk exports). The surgery writes such values as constants where it changes them."""
+        value = self.constant(tensor)
+        if value is not None or tensor is None or isinstance(tensor, gs.Constant):
+            return value
+        first = _fold(tensor, self.opset_imports, unknown_dim=7919)
+        if first is None:
+            return None
+        second = _fold(tensor, self.opset_imports, unknown_dim=104729)
+        if second is None or first.shape != second.shape or not np.array_equal(first, second):
+            return None
+        return first
+
     def is_constant(self, tensor: gs.Tensor | None) -> bool:
         """True for initializers and tensors computed from constants only (cheap for weights)."""
         return isinstance(tensor, gs.Constant) or self.constant(tensor) is not None
@@ -408,10 +423,12 @@ def constant_value(tensor: gs.Constant) -> np.ndarray:
     return array  # nodes; constant subgraphs that exporters build for shapes are small
 
 
-def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
+def _fold(tensor: gs.Variable, opset_imports, unknown_dim: int | None = None) -> np.ndarray | None:
     """Evaluate `tensor` with onnx's reference evaluator when everything it depends on is a
-    constant (and Shape nodes read only constants); None otherwise."""
+    constant (and Shape nodes read only constants); None otherwise. With `unknown_dim`, a Shape
+    node is evaluated from its input's inferred shape, unknown dims taking that value."""
     nodes: list[gs.Node] = []
+    leaves: dict[str, np.ndarray] = {}
     seen: set[str] = set()
     stack = [tensor]
     while stack:
@@ -425,6 +442,11 @@ def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
         if node.op == "Constant":
             nodes.append(node)
             continue
+        if node.op == "Shape" and unknown_dim is not None and node.inputs[0].shape is not None:
+            dims = [d if isinstance(d, int) and d >= 0 else unknown_dim for d in node.inputs[0].shape]
+            start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
+            leaves[t.name] = np.array(dims[start : None if end is None else int(end)], dtype=np.int64)
+            continue
         if node.domain not in ("", "ai.onnx", None) or node.op in _NOT_FOLDED:
             return None
         nodes.append(node)
@@ -432,6 +454,8 @@ def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
     from onnx.reference import ReferenceEvaluator
     from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
+    if tensor.name in leaves:
+        return leaves[tensor.name]
     unique = list({id(n): n for n in nodes}.values())
     constants = {i.name: i for n in unique for i in n.inputs if isinstance(i, gs.Constant)}
     if any(c.values.size > 4096 for c in constants.values()):
@@ -439,7 +463,7 @@ def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
     try:
         # Nodes were found walking backwards; a reversed DFS finish order is not always a valid
         # order, so sort them: a node comes after every node making its inputs.
-        ordered, done = [], {c for c in constants}
+        ordered, done = [], {c for c in constants} | set(leaves)
         pending = unique[::-1]
         while pending:
             ready = [n for n in pending if all(not i.name or i.name in done for i in n.inputs)]
@@ -453,7 +477,8 @@ def _fold(tensor: gs.Variable, opset_imports) -> np.ndarray | None:
             onnx.helper.make_graph(
                 [OnnxExporter.export_node(n) for n in ordered], "fold", [],
                 [onnx.ValueInfoProto(name=tensor.name)],
-                [onnx.numpy_helper.from_array(np.asarray(c.values), c.name) for c in constants.values()],
+                [onnx.numpy_helper.from_array(np.asarray(c.values), c.name) for c in constants.values()]
+                + [onnx.numpy_helper.from_array(v, name) for name, v in leaves.items()],
             ),
             opset_imports=opset_imports,
         )  # fmt: skip

@@ -402,7 +402,7 @@ class _Surgery:
             node.attrs["starts"], node.attrs["ends"] = starts, ends
             return
         for index, new in ((1, new_start), (2, new_end)):
-            value = np.array(self.a.constant(node.inputs[index])).reshape(-1)
+            value = np.array(self.a.static_value(node.inputs[index])).reshape(-1)
             value[k] = new
             self._set_input(node, index, value, "starts" if index == 1 else "ends")
 

@@ -241,3 +241,50 @@ def test_constant_channels_through_a_depthwise_conv(bn, k, pad, stride, multipli
     assert v["status"] == "passed" or (pad and g["removal"]["approximate"] > 0)
     if not pad:
         assert g["removal"]["approximate"] == 0
+
+
+# ----- bounds and sizes computed from shapes (ultralytics C2f) ------------------------------
+
+
+class C2f(nn.Module):
+    """cv1 (1x1, 3->8) chunked in two halves (exported as Slices whose bounds are computed from
+    Shape: C/2), a 3x3 conv on the second half, all three concatenated, cv2 (1x1, 12->5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cv1 = nn.Conv2d(3, 8, 1)
+        self.m = nn.Conv2d(4, 4, 3, padding=1)
+        self.cv2 = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x):
+        y = list(F.silu(self.cv1(x)).chunk(2, 1))
+        y.append(F.silu(self.m(y[-1])))
+        return self.cv2(torch.cat(y, 1))
+
+
+def test_slices_with_bounds_computed_from_shapes_are_cut():
+    model = T.export_module(_module(C2f), (1, 3, 8, 8), ("out",))
+    slices = [n for n in model.graph.node if n.op_type == "Slice"]
+    assert slices and all(i in {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
+                          for s in slices for i in s.input[2:3])  # fmt: skip
+    zeroed = _zero_filters(model, "/cv1/Conv", [1, 6])  # one channel in each half
+    report = onnxprune.prune(zeroed, **ZERO)
+    g = _group(report, "/cv1/Conv")
+    assert (g["channels_before"], g["channels_after"]) == (8, 6) and not g["pinned_by"]
+    assert report["verification"]["status"] == "passed"
+    onnx.checker.check_model(report["model"], full_check=True)
+
+
+def test_inferred_dim_names_are_not_written():
+    """Shape inference names unknown dims unk__N; onnxruntime takes equal names for equal dims,
+    so the pruned model must not carry them (they broke RetinaNet's post-processing)."""
+    model = T.export_module(_module(C2f), (1, 3, 8, 8), ("out",))
+    # A NonZero of the output: its count is unknown, inference names it.
+    model.graph.node.append(helper.make_node("NonZero", ["out"], ["where"], name="nonzero"))
+    model.graph.node.append(helper.make_node("Transpose", ["where"], ["found"], name="transpose", perm=[1, 0]))
+    model.graph.output.append(helper.make_tensor_value_info("found", TensorProto.INT64, [None, 4]))
+    report = onnxprune.prune(_zero_filters(model, "/cv1/Conv", [1, 6]), **ZERO)
+    names = [d.dim_param for v in report["model"].graph.value_info for d in v.type.tensor_type.shape.dim]
+    assert not [n for n in names if n.startswith("unk__")]
+    assert "where" in {v.name for v in report["model"].graph.value_info}
+    assert report["verification"]["not_compared"] == ["found"]

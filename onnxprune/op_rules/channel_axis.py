@@ -56,7 +56,7 @@ def _split_sizes(a: ChannelAnalysis, node: gs.Node, total: int) -> list[int] | N
     if "split" in node.attrs:
         return [int(s) for s in node.attrs["split"]]
     if len(node.inputs) > 1 and node.inputs[1].name:
-        sizes = a.constant(node.inputs[1])
+        sizes = a.static_value(node.inputs[1])
         return None if sizes is None else [int(s) for s in sizes]
     parts = int(node.attrs.get("num_outputs", len(node.outputs)))
     step = -(-total // parts)
@@ -97,7 +97,7 @@ def _slice_params(a: ChannelAnalysis, node: gs.Node) -> tuple | None:
     values = []
     for i in range(1, 5):
         t = node.inputs[i] if len(node.inputs) > i and node.inputs[i].name else None
-        v = a.constant(t) if t is not None else None
+        v = a.static_value(t) if t is not None else None
         if t is not None and v is None:
             return None
         values.append(None if v is None else [int(e) for e in np.asarray(v).reshape(-1)])
