@@ -430,7 +430,7 @@ class _Surgery:
 
     def _edit_resize_sizes(self, node: gs.Node, edit) -> None:
         at, channel = edit.detail
-        sizes = np.array(self.a.constant(node.inputs[at])).reshape(-1)
+        sizes = np.array(self.a.static_value(node.inputs[at])).reshape(-1)
         sizes[channel] = int(self.keep(node.outputs[0].name).sum())
         self._set_input(node, at, sizes, "sizes")
 

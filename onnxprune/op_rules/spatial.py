@@ -38,10 +38,10 @@ def _resize(a: ChannelAnalysis, node: gs.Node) -> None:
     scales_at, sizes_at = (2, 3) if node.op == "Resize" and a.opset >= 11 else (1, None)
     if node.op == "Resize" and a.opset < 11:
         scales_at = 1
-    scales = a.constant(inputs.get(scales_at)) if scales_at in inputs else None
+    scales = a.static_value(inputs.get(scales_at)) if scales_at in inputs else None
     if node.op == "Upsample" and "scales" in node.attrs:
         scales = np.asarray(node.attrs["scales"])
-    sizes = a.constant(inputs.get(sizes_at)) if sizes_at is not None and sizes_at in inputs else None
+    sizes = a.static_value(inputs.get(sizes_at)) if sizes_at is not None and sizes_at in inputs else None
     axes = node.attrs.get("axes")
     if axes is not None and 1 not in [ax % a.rank(x) for ax in axes]:
         pass  # channels untouched
