@@ -349,13 +349,14 @@ class ChannelAnalysis:
 
     def _unshare_constants(self) -> None:
         """A sliced constant that several nodes read (exporters share equal initializers, or
-        read one through Identity nodes) gets a copy for each reader after the first, so each
-        reader's slice can be cut alone. One listed as a graph input stays shared (and pinned)."""
+        read one through Identity nodes, whose output is then shared) gets a copy for each reader
+        after the first, so each reader's slice can be cut alone. One listed as a graph input
+        stays shared (and pinned)."""
         sliced = {tensor for _, _, tensor, _, _ in self._raw_slices}
         readers: dict[str, list[gs.Node]] = {}
         for node in self.graph.nodes:
             for t in node.inputs:
-                if t.name in sliced and isinstance(t, gs.Constant):
+                if t.name in sliced:
                     users = readers.setdefault(t.name, [])
                     if node not in users:
                         users.append(node)
@@ -365,8 +366,11 @@ class ChannelAnalysis:
             if len(users) < 2 or name in graph_inputs:
                 continue
             original = next(t for t in users[0].inputs if t.name == name)
+            # An initializer's copy shares its lazily loaded values; a computed constant (the
+            # output of an Identity of one) becomes an initializer of its value.
+            values = original._values if isinstance(original, gs.Constant) else self.constant(original)
             for node in users[1:]:
-                copy = gs.Constant(self.unique_name(f"{name}_{node.name}"), original._values)
+                copy = gs.Constant(self.unique_name(f"{name}_{node.name}"), values)
                 for i, t in enumerate(node.inputs):
                     if t is original:
                         node.inputs[i] = copy

@@ -105,18 +105,19 @@ def test_half_a_group_zero_keeps_the_group():
 # ----- constants shared between readers -----------------------------------------------------
 
 
-def _shared_weight_model(through_identity: bool) -> onnx.ModelProto:
+def _shared_weight_model(through_identity: str) -> onnx.ModelProto:
     """stem (3->4); branches a and b (1x1, 4->4) read one weight W (b through an Identity when
-    `through_identity`, as exporters deduplicate equal initializers); Concat; 1x1 mix (8->3)."""
+    `through_identity` is "b", both through one Identity when "both", as exporters deduplicate
+    equal initializers); Concat; 1x1 mix (8->3)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("ws", (4, 3, 1, 1)), ("W", (4, 4, 1, 1)), ("wm", (3, 8, 1, 1)), ("bm", (3,)))]  # fmt: skip
     inits.append(numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "B"))
-    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"], name="stem"),
-             helper.make_node("Conv", ["s", "W", "B"], ["a"], name="branch_a")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"], name="stem")]
     if through_identity:
         nodes.append(helper.make_node("Identity", ["W"], ["W_copy"], name="copy"))
     nodes += [
+        helper.make_node("Conv", ["s", "W_copy" if through_identity == "both" else "W", "B"], ["a"], name="branch_a"),
         helper.make_node("Conv", ["s", "W_copy" if through_identity else "W", "B"], ["b"], name="branch_b"),
         helper.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=1),
         helper.make_node("Relu", ["ab"], ["r"], name="relu"),
@@ -127,7 +128,7 @@ def _shared_weight_model(through_identity: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-@pytest.mark.parametrize("through_identity", [False, True], ids=["same-initializer", "identity"])
+@pytest.mark.parametrize("through_identity", ["", "b", "both"], ids=["same-initializer", "identity", "one-identity"])
 def test_a_shared_weight_is_cut_for_each_reader(through_identity):
     model = _shared_weight_model(through_identity)
     w = {t.name: t for t in model.graph.initializer}
@@ -288,3 +289,23 @@ def test_inferred_dim_names_are_not_written():
     assert not [n for n in names if n.startswith("unk__")]
     assert "where" in {v.name for v in report["model"].graph.value_info}
     assert report["verification"]["not_compared"] == ["found"]
+
+
+def test_roi_align_keeps_the_feature_channels():
+    """Faster R-CNN's box head pools the FPN features per box: they stay prunable through it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("wf", (6, 3, 3, 3)), ("wh", (4, 6, 1, 1)))]  # fmt: skip
+    inits += [numpy_helper.from_array(np.array([[0, 0, 4, 4], [2, 2, 7, 7]], np.float32), "rois"),
+              numpy_helper.from_array(np.zeros(2, np.int64), "batch")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "wf"], ["f"], name="feature", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["f"], ["r"], name="relu"),
+             helper.make_node("RoiAlign", ["r", "rois", "batch"], ["p"], name="roi", output_height=2, output_width=2),
+             helper.make_node("Conv", ["p", "wh"], ["y"], name="head")]  # fmt: skip
+    graph = helper.make_graph(nodes, "roi", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 2, 2])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], ir_version=8)
+    report = onnxprune.prune(_zero_filters(model, "feature", [0, 4], bias=None), **ZERO)
+    g = _group(report, "feature")
+    assert (g["channels_before"], g["channels_after"]) == (6, 4) and not g["pinned_by"]
+    assert report["verification"]["status"] == "passed"

@@ -1,5 +1,6 @@
-"""Pooling and resizing work on each channel by itself: the output keeps the input's channels.
-A Resize given explicit `sizes` counts the channels there, so the surgery rewrites that entry."""
+"""Pooling, resizing and box pooling (RoiAlign) work on each channel by itself: the output keeps
+the input's channels. A Resize given explicit `sizes` counts the channels there, so the surgery
+rewrites that entry."""
 
 from __future__ import annotations
 
@@ -60,4 +61,17 @@ def _resize(a: ChannelAnalysis, node: gs.Node) -> None:
     a.add_value_step(node, "gather", ((node.outputs[0].name, ((x.name, np.arange(len(lx))),), True),))
 
 
-RULES = {**{op: _pool for op in POOLS}, "Resize": _resize, "Upsample": _resize}
+def _roi(a: ChannelAnalysis, node: gs.Node) -> None:
+    """RoiAlign / MaxRoiPool pool each channel of the feature map (input 0) over each box: the
+    output keeps its channels. Samples outside the map read zeros, so only zero channels stay
+    exactly what they were."""
+    x = node.inputs[0]
+    lx = a.layout(x)
+    if lx is None or any(a.layout(t) is not None for t in node.inputs[1:]):
+        a.pin_inputs(node, f"{node.op} {node.name} reads tracked channels as boxes")
+        return
+    a.set_layout(node.outputs[0], lx)
+    a.add_value_step(node, "gather", ((node.outputs[0].name, ((x.name, np.arange(len(lx))),), False),))
+
+
+RULES = {**{op: _pool for op in POOLS}, "Resize": _resize, "Upsample": _resize, "RoiAlign": _roi, "MaxRoiPool": _roi}
