@@ -371,7 +371,25 @@ class _Surgery:
     def _edit_reshape(self, node: gs.Node, edit) -> None:
         entry, factor = edit.detail
         count = int(self.keep(node.outputs[0].name).sum()) if factor > 1 else int(self.keep(edit.inputs[0]).sum())
-        for piece, at in shape_pieces(self.a, node.inputs[1]):
+        self._write_shape_entry(node, entry, count)
+
+    def _edit_shuffle(self, node: gs.Node, edit) -> None:
+        entry, groups = edit.detail
+        width = int(self.keep(edit.inputs[0]).sum()) // groups
+        self._write_shape_entry(node, entry, width)
+        mid = node.outputs[0]  # (N, g, C/g, H, W), then transposed to (N, C/g, g, H, W)
+        for tensor, axis in ((mid, 2), (mid.outputs[0].outputs[0], 1)):
+            if tensor.shape is not None:
+                tensor.shape = [*tensor.shape[:axis], width, *tensor.shape[axis + 1 :]]
+
+    def _write_shape_entry(self, node: gs.Node, entry: int, count: int) -> None:
+        static = self.a.static_value(node.inputs[1])
+        if self.a.constant(node.inputs[1]) is None and static is not None:
+            new = np.array(static).reshape(-1)  # computed from static shapes: written as a constant
+            new[entry] = count
+            self._set_input(node, 1, new, "shape")
+            return
+        for piece, at in shape_pieces(self.a, node.inputs[1]) or ():
             value = self.a.constant(piece)
             if value is not None and at <= entry < at + value.size:
                 new = value.reshape(-1).copy()

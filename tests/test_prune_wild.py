@@ -309,3 +309,34 @@ def test_roi_align_keeps_the_feature_channels():
     g = _group(report, "feature")
     assert (g["channels_before"], g["channels_after"]) == (6, 4) and not g["pinned_by"]
     assert report["verification"]["status"] == "passed"
+
+
+# ----- channel shuffle (ShuffleNet) ---------------------------------------------------------
+
+
+class ShuffleUnit(nn.Module):
+    """conv (3->8), channel shuffle in 2 groups (view, transpose, view with computed sizes, as
+    torchvision's ShuffleNetV2 exports), then a 1x1 conv (8->5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        n, c, h, w = x.size()
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return self.out(x)
+
+
+@pytest.mark.parametrize(("zeroed", "removed"), [([1, 5], 2), ([1, 6], 0), ([0, 2, 4, 6], 4)])
+def test_a_channel_shuffle_keeps_its_groups_equal(zeroed, removed):
+    """Channel k of each half is tied to channel k of the other: zero in both, both go."""
+    model = T.export_module(_module(ShuffleUnit), (1, 3, 6, 6), ("out",))
+    report = onnxprune.prune(_zero_filters(model, "/conv/Conv", zeroed), **ZERO)
+    g = _group(report, "/conv/Conv")
+    assert not g["pinned_by"] and g["channels_before"] == 4  # four pairs
+    assert 2 * (g["channels_before"] - g["channels_after"]) == removed
+    assert report["verification"]["status"] == "passed"
+    onnx.checker.check_model(report["model"], full_check=True)

@@ -1,7 +1,8 @@
 """Ops that change a tensor's shape: Flatten or Reshape from (N, C, H, W) to (N, C*H*W) repeats
 each channel H*W times along the feature axis (a following Gemm/MatMul reads H*W rows per
 channel); reshapes that keep axes 0 and 1, Transpose/Squeeze/Unsqueeze that leave axis 1 in place
-keep the channels; anything else moves the channel axis and pins."""
+keep the channels; ShuffleNet's channel shuffle (Reshape to groups, Transpose, Reshape back)
+interleaves them; anything else moves the channel axis and pins."""
 
 from __future__ import annotations
 
@@ -118,8 +119,46 @@ def _reshape(a: ChannelAnalysis, node: gs.Node) -> None:
         if entries[1] > 0:
             a.add_edit(node, "reshape", (x.name,), (1, factor))
         _repeat(x, y, lx, factor, a, node)
-    else:
+    elif not _channel_shuffle(a, node):
         a.pin(lx, f"Reshape {node.name} to {list(out) if out else '?'} moves the channel axis")
+
+
+def _only_reader(t: gs.Tensor, op: str) -> gs.Node | None:
+    return t.outputs[0] if len(t.outputs) == 1 and t.outputs[0].op == op else None
+
+
+def _channel_shuffle(a: ChannelAnalysis, node: gs.Node) -> bool:
+    """ShuffleNet's channel shuffle: Reshape (N, C, H, W) -> (N, g, C/g, H, W), Transpose
+    (0, 2, 1, 3, 4), Reshape back to (N, C, H, W). Channel k of every group is tied (each group
+    keeps as many), and the shuffled tensor holds them interleaved. True when recorded."""
+    x, mid = node.inputs[0], node.outputs[0]
+    lx, five = a.layout(x), a.shape(mid)
+    transpose = _only_reader(mid, "Transpose")
+    back = _only_reader(transpose.outputs[0], "Reshape") if transpose is not None else None
+    if back is None or five is None or len(five) != 5:
+        return False
+    groups, width = five[1], five[2]
+    y = back.outputs[0]
+    if (list(transpose.attrs.get("perm", ())) != [0, 2, 1, 3, 4] or not isinstance(groups, int) or groups < 1
+            or not isinstance(width, int) or groups * width != len(lx) or a.shape(y) is None
+            or list(a.shape(y)[1:]) != [len(lx), *five[3:]]):  # fmt: skip
+        return False
+    target, back_target = a.static_value(node.inputs[1]), a.static_value(back.inputs[1])
+    if target is None or back_target is None or len(target) != 5 or len(back_target) != 4:
+        return False
+    entries, back_entry = [int(target[1]), int(target[2])], int(back_target[1])
+    if entries != [groups, width] or back_entry == 0:
+        return False
+    blocks = lx.reshape(groups, width)
+    for j in range(1, groups):
+        a.tie(blocks[0], blocks[j])
+    order = np.arange(len(lx)).reshape(groups, width).T.reshape(-1)  # position k*g + j <- j*width + k
+    a.set_layout(y, lx[order])
+    a.add_edit(node, "shuffle", (x.name,), (2, groups))
+    if back_entry != -1:
+        a.add_edit(back, "reshape", (x.name,), (1, 1))
+    a.add_value_step(node, "gather", ((y.name, ((x.name, order),), True),))
+    return True
 
 
 def _transpose(a: ChannelAnalysis, node: gs.Node) -> None:
