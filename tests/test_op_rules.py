@@ -65,8 +65,8 @@ def test_conv_transpose_reads_and_makes_channels():
 @pytest.mark.parametrize(
     ("nodes", "inits", "out_shape", "reason"),
     [
-        ([helper.make_node("Conv", ["a", "wg"], ["y"], name="grouped", group=2)], {"wg": _w(4, 2, 1, 1)},
-         (1, 4, 8, 8), "grouped conv grouped (group=2) must keep equal groups"),
+        ([helper.make_node("ConvTranspose", ["a", "wg"], ["y"], name="grouped", group=2)], {"wg": _w(4, 2, 1, 1)},
+         (1, 4, 8, 8), "ConvTranspose grouped with group=2 or a fixed output_shape"),
         ([helper.make_node("Transpose", ["a"], ["y"], name="tr", perm=[0, 2, 3, 1])], {}, (1, 8, 8, 4),
          "Transpose tr (perm=[0, 2, 3, 1]) moves the channel axis"),
         ([helper.make_node("LRN", ["a"], ["y"], name="lrn", size=3)], {}, (1, 4, 8, 8), "no rule for op LRN (node lrn)"),
