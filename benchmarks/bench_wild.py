@@ -5,8 +5,9 @@ Exports torchvision classifiers, detectors and segmenters, timm's GhostNet and u
 exporter, opset 17), plants all-zero filters in a quarter of the classes of every prunable conv
 group, prunes at threshold 0 and reports, per model:
 
-- share: the conv output channels (a depthwise conv's follow its input and are not counted) whose
-  groups can be pruned;
+- share: the conv output channels whose groups can be pruned (a depthwise conv's channels are
+  its input's, and a conv whose channels are a graph output is not counted: they are the model's
+  outputs);
 - removed/planted: planted classes the prune removed;
 - removal: exact / folded / border folds / approximate;
 - verification: prune's own check in onnxruntime (passed, deviates, skipped) and its deviation;
@@ -142,20 +143,24 @@ def export(module, size: int) -> onnx.ModelProto:
 
 
 def conv_share(analysis) -> tuple[int, int, list]:
-    """(conv output channels, those in prunable groups, commonest pin reasons by channels)."""
+    """(conv output channels, those in prunable groups, commonest pin reasons by channels). The
+    channels of a conv that is itself a graph output (a classifier's 1x1 prediction conv, a
+    YOLO's box and class convs) are the model's outputs: no pruner may remove them, so they are
+    not counted."""
     from collections import Counter
 
     convs = {n.name: n for n in analysis.graph.nodes if n.op == "Conv"}
     pinned_by: dict[str, str] = {}
     for g in analysis.groups:
+        output_only = g.pinned and all(r.startswith("feeds graph output") for r in g.pinned_by)
         for node in g.producer_nodes:
-            if node in convs:
+            if node in convs and not output_only:
                 pinned_by[node] = g.pinned_by[0] if g.pinned else ""
     total = prunable = 0
     reasons: Counter = Counter()
     for name, node in convs.items():
         if name not in pinned_by:
-            continue  # a depthwise conv: its channels are its input's
+            continue  # a depthwise conv (its channels are its input's) or an output layer
         channels = int(analysis.constant(node.inputs[1]).shape[0])
         total += channels
         if pinned_by[name]:
