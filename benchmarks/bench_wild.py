@@ -3,11 +3,13 @@
 Exports torchvision classifiers, detectors and segmenters, timm's GhostNet and ultralytics YOLOs
 (random init, BatchNorm statistics drawn at random so folds are not trivially zero; TorchScript
 exporter, opset 17), plants all-zero filters in a quarter of the classes of every prunable conv
-group, prunes at threshold 0 and reports, per model:
+(or pointwise MatMul) group, prunes at threshold 0 and reports, per model:
 
 - share: the conv output channels whose groups can be pruned (a depthwise conv's channels are
   its input's, and a conv whose channels are a graph output is not counted: they are the model's
   outputs);
+- linear features: the output features of Linear layers on channels-last feature maps
+  (pointwise MatMuls: ConvNeXt's MLP) and the share of them that can be pruned; planted too;
 - removed/planted: planted classes the prune removed;
 - removal: exact / folded / border folds / approximate;
 - verification: prune's own check in onnxruntime (passed, deviates, skipped) and its deviation;
@@ -121,6 +123,8 @@ class Row:
     seconds: float = 0.0
     pins: list | None = None  # the commonest pin reasons, by conv channels
     error: str | None = None
+    linear_features: int = 0  # output features of pointwise MatMuls (Linear layers on feature maps)
+    linear_share: float | None = None
 
 
 def export(module, size: int) -> onnx.ModelProto:
@@ -142,26 +146,31 @@ def export(module, size: int) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def conv_share(analysis) -> tuple[int, int, list]:
-    """(conv output channels, those in prunable groups, commonest pin reasons by channels). The
-    channels of a conv that is itself a graph output (a classifier's 1x1 prediction conv, a
-    YOLO's box and class convs) are the model's outputs: no pruner may remove them, so they are
-    not counted."""
+def _pointwise(analysis, node) -> bool:
+    """A MatMul over channels-last feature maps (a Linear layer there: ConvNeXt's MLP)."""
+    return node.op == "MatMul" and (analysis.rank(node.outputs[0]) or 0) > 2
+
+
+def layer_share(analysis, linear: bool = False) -> tuple[int, int, list]:
+    """(output channels of the convs, or with `linear` of the pointwise MatMuls, those in prunable
+    groups, commonest pin reasons by channels). The channels of a layer that is itself a graph
+    output (a classifier's 1x1 prediction conv, a YOLO's box and class convs) are the model's
+    outputs: no pruner may remove them, so they are not counted."""
     from collections import Counter
 
-    convs = {n.name: n for n in analysis.graph.nodes if n.op == "Conv"}
+    layers = {n.name: n for n in analysis.graph.nodes if (_pointwise(analysis, n) if linear else n.op == "Conv")}
     pinned_by: dict[str, str] = {}
     for g in analysis.groups:
         output_only = g.pinned and all(r.startswith("feeds graph output") for r in g.pinned_by)
         for node in g.producer_nodes:
-            if node in convs and not output_only:
+            if node in layers and not output_only:
                 pinned_by[node] = g.pinned_by[0] if g.pinned else ""
     total = prunable = 0
     reasons: Counter = Counter()
-    for name, node in convs.items():
+    for name, node in layers.items():
         if name not in pinned_by:
             continue  # a depthwise conv (its channels are its input's) or an output layer
-        channels = int(analysis.constant(node.inputs[1]).shape[0])
+        channels = int(analysis.constant(node.inputs[1]).shape[1 if linear else 0])
         total += channels
         if pinned_by[name]:
             reasons[pinned_by[name].split(" (")[0][:90]] += channels
@@ -171,23 +180,30 @@ def conv_share(analysis) -> tuple[int, int, list]:
 
 
 def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator) -> int:
-    """Zero every producer filter of a random PLANT_SHARE of the classes of each prunable conv
-    group (in place); returns the classes planted."""
+    """Zero every producer filter (a conv's weight axis 0, a pointwise MatMul's weight axis 1) of a
+    random PLANT_SHARE of the classes of each prunable group such layers make (in place); returns
+    the classes planted."""
     from onnxprune.index_maps import removed_positions
 
     inits = {t.name: t for t in model.graph.initializer}
     planted = 0
+
+    def axis(node) -> int | None:
+        return 0 if node.op == "Conv" else 1 if _pointwise(analysis, node) else None
+
     for g in analysis.groups:
-        if g.pinned or g.size < 2 or not any(analysis.node(p).op == "Conv" for p in g.producer_nodes):
+        if g.pinned or g.size < 2 or not any(axis(analysis.node(p)) is not None for p in g.producer_nodes):
             continue
         chosen = rng.choice(g.size, max(1, int(PLANT_SHARE * g.size)), replace=False)
         keep = np.ones(g.size, dtype=bool)
         keep[chosen] = False
         for sl in g.producers:
-            if sl.tensor not in inits or sl.axis != 0 or analysis.node(sl.node).op != "Conv":
+            if sl.tensor not in inits or sl.axis != axis(analysis.node(sl.node)):
                 continue
             w = numpy_helper.to_array(inits[sl.tensor]).copy()
-            w[removed_positions(sl.index_map, keep)] = 0.0
+            index = [slice(None)] * w.ndim
+            index[sl.axis] = removed_positions(sl.index_map, keep)
+            w[tuple(index)] = 0.0
             inits[sl.tensor].CopyFrom(numpy_helper.from_array(w, sl.tensor))
         planted += len(chosen)
     return planted
@@ -208,7 +224,8 @@ def run(name: str) -> Row:
         return Row(name, kind, "export failed", error=f"{type(err).__name__}: {str(err)[:300]}")
     try:
         analysis = analyze_channels(model)
-        total, prunable, pins = conv_share(analysis)
+        total, prunable, pins = layer_share(analysis)
+        linear_total, linear_prunable, _ = layer_share(analysis, linear=True)
         planted = plant(model, analysis, np.random.default_rng(0))
         report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)
         onnx.checker.check_model(report["model"], full_check=True)
@@ -221,19 +238,22 @@ def run(name: str) -> Row:
     v = report["verification"]
     return Row(name, kind, "ok", total, prunable / max(total, 1), planted,
                sum(g["channels_before"] - g["channels_after"] for g in report["groups"]), removal, v["status"],
-               v["max_deviation"], time.perf_counter() - start, pins)  # fmt: skip
+               v["max_deviation"], time.perf_counter() - start, pins, linear_features=linear_total,
+               linear_share=linear_prunable / linear_total if linear_total else None)  # fmt: skip
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| model | kind | status | conv channels | share | removed/planted | exact/folded/border/approx | "
-             "verification | max deviation | s | main pin |", "|---|---|---|---:|---:|---:|---|---|---:|---:|---|"]  # fmt: skip
+    lines = ["| model | kind | status | conv channels | share | linear features (share) | removed/planted | "
+             "exact/folded/border/approx | verification | max deviation | s | main pin |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---|"]  # fmt: skip
     for r in rows:
         goal = GOALS.get(r.kind)
         share = "" if r.share is None else f"{r.share:.2f}" + (" (below goal)" if goal and r.share < goal else "")
         removal = "/".join(str(r.removal[s]) for s in ("exact", "folded", "folded_border", "approximate")) if r.removal else ""
         dev = "" if r.max_deviation is None else f"{r.max_deviation:.1e}"
+        linear = f"{r.linear_features} ({r.linear_share:.2f})" if r.linear_share is not None else ""
         pin = f"{r.pins[0][0]} ({r.pins[0][1]})" if r.pins else (r.error or "")
-        lines.append(f"| {r.model} | {r.kind} | {r.status} | {r.conv_channels} | {share} | {r.removed}/{r.planted} | "
+        lines.append(f"| {r.model} | {r.kind} | {r.status} | {r.conv_channels} | {share} | {linear} | {r.removed}/{r.planted} | "
                      f"{removal} | {r.verification or ''} | {dev} | {r.seconds:.0f} | {pin.replace('|', '/')} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -3,7 +3,10 @@
 The graph is walked once in order. Every channel that a layer creates (a Conv/Gemm/MatMul output
 channel) is an *element*; pad channels (Pad on the channel axis) and channels of the graph's own
 inputs are elements too. Each tracked tensor gets a *layout*: for each position of its channel
-axis (axis 1), the element there. Op rules (`onnxprune.op_rules`) say how layouts flow through a
+axis, the element there. The channel axis is axis 1, or the last axis of a channels-last tensor
+(behind a Transpose to NHWC, or the features of a Linear layer on a rank > 2 tensor: ConvNeXt's
+MLP); only elementwise ops, MatMul and Transpose follow channels-last tensors, anything else
+pins them. Op rules (`onnxprune.op_rules`) say how layouts flow through a
 node, which parameter axes follow them (producers, followers, consumers) and when channels must be
 *tied* (a residual Add joins two channels into one removable unit) or *pinned* (an op without a
 rule, a graph output, a Transpose that moves the channel axis: never guess).
@@ -113,6 +116,7 @@ class ChannelAnalysis:
         self.graph = graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.layouts: dict[str, np.ndarray] = {}
+        self.axes: dict[str, int] = {}  # channel axis of the tracked tensors where it is not 1
         self._parent: list[int] = []
         self._kind: list[int] = []
         self._space: list[int] = []  # element -> space id
@@ -143,6 +147,10 @@ class ChannelAnalysis:
     def layout(self, tensor: gs.Tensor) -> np.ndarray | None:
         """Elements on the channel axis of `tensor`, or None when its channels are not tracked."""
         return self.layouts.get(tensor.name)
+
+    def axis(self, tensor: gs.Tensor | str) -> int:
+        """The channel axis of a tracked tensor: 1, or the last axis of a channels-last tensor."""
+        return self.axes.get(tensor if isinstance(tensor, str) else tensor.name, 1)
 
     @staticmethod
     def shape(tensor: gs.Tensor) -> tuple | None:
@@ -217,8 +225,13 @@ class ChannelAnalysis:
         return np.abs(scale.astype(np.float64)) / np.sqrt(var.astype(np.float64) + epsilon)
 
     # ----- what the rules write ------------------------------------------------------------
-    def set_layout(self, tensor: gs.Tensor, layout: np.ndarray) -> None:
+    def set_layout(self, tensor: gs.Tensor, layout: np.ndarray, axis: int = 1) -> None:
+        """`tensor` carries the channels `layout` on `axis` (non-negative)."""
         self.layouts[tensor.name] = np.asarray(layout, dtype=np.int64)
+        if axis != 1:
+            self.axes[tensor.name] = axis
+        else:
+            self.axes.pop(tensor.name, None)
 
     def _new_elements(self, count: int, kind: ElementKind, node: str) -> np.ndarray:
         space = len(self._space_parent)

@@ -123,13 +123,18 @@ class PrunePlan:
             raise InputError(f"{path}: malformed plan ({err})") from err
 
 
+def _pointwise_matmul(analysis: ChannelAnalysis, node) -> bool:
+    return node is not None and node.op == "MatMul" and (analysis.rank(node.outputs[0]) or 0) > 2
+
+
 def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str]:
-    """Names of the layers in L: those matching a glob (node name or an output name), or every
-    Conv/ConvTranspose layer when no glob is given."""
+    """Names of the layers in L: those matching a glob (node name or an output name), or when no
+    glob is given every Conv/ConvTranspose layer and every MatMul over channels-last feature maps
+    or tokens (a Linear layer there is a pointwise conv: ConvNeXt's MLP)."""
     layers = {n for g in analysis.groups for n in g.producer_nodes}
     nodes = {n.name: n for n in analysis.graph.nodes}
     if not globs:
-        return {n for n in layers if analysis.producer_op(n) in conv.LAYER_OPS}  # L by default: the convs
+        return {n for n in layers if analysis.producer_op(n) in conv.LAYER_OPS or _pointwise_matmul(analysis, nodes.get(n))}
     chosen = set()
     for name in layers:
         names = [name, *(t.name for t in nodes[name].outputs)] if name in nodes else [name]

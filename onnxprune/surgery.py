@@ -48,7 +48,7 @@ class SurgeryResult:
     model: onnx.ModelProto
     groups: list[GroupChange]
     changed: bool
-    keep: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> channels kept (axis 1), where some went
+    keep: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> channels kept (its channel axis), where some went
     changed_nodes: dict[str, str] = field(default_factory=dict)  # node -> what the surgery did to it, for messages
 
 
@@ -122,7 +122,8 @@ class _Surgery:
                 wk = np.compress(self.keep(x.name), wk, axis=in_axis)
             rows = np.moveaxis(wk, out_axis, 0).reshape(len(gone_out), -1)
             silent = ~np.any(rows != 0, axis=1)
-            bias = self._bias(node, out_axis, create=False)
+            # A MatMul's bias is the Add after it, which its own value step adds.
+            bias = None if node.op == "MatMul" else self._bias(node, out_axis, create=False)
             base = np.zeros(len(out)) if bias is None else np.broadcast_to(bias.reshape(-1), out.shape).astype(np.float64)
             if node.op == "Gemm" and bias is not None:
                 base = base * float(node.attrs.get("beta", 1.0))
@@ -280,7 +281,7 @@ class _Surgery:
             if not t.name:
                 continue
             if self.a.layout(t) is not None:
-                v = self.value(t).reshape((1, channels) + (1,) * (rank - 2))
+                v = self.value(t).reshape(_channel_shape(rank, self.a.axis(t), channels))
                 feeds[t.name] = v.astype(np.float32)
                 tracked_zero = v == 0 if tracked_zero is None else tracked_zero
             elif self.a.constant(t) is not None:
@@ -338,7 +339,7 @@ class _Surgery:
             tensor = self.a.tensor(name)
             if isinstance(tensor, gs.Variable) and tensor.shape is not None and len(tensor.shape) >= 2:
                 shape = list(tensor.shape)
-                shape[1] = int(self.keep(name).sum())
+                shape[self.a.axis(name)] = int(self.keep(name).sum())
                 tensor.shape = shape
         return bool(removals)
 
@@ -475,6 +476,11 @@ class _Surgery:
             out.append(GroupChange(group.name, list(group.producer_nodes), group.size,
                                    group.size - len(gone), list(group.pinned_by), removal))  # fmt: skip
         return out
+
+
+def _channel_shape(rank: int, axis: int, channels: int) -> tuple[int, ...]:
+    """The shape of one value per channel on `axis`, broadcastable against a rank-`rank` tensor."""
+    return tuple(channels if i == axis else 1 for i in range(rank))
 
 
 def _find_start(lx: np.ndarray, ly: np.ndarray) -> int:

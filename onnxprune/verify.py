@@ -158,9 +158,12 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 def _deviation(reference: np.ndarray, pruned: np.ndarray, keep: np.ndarray | None) -> float:
     ref = np.asarray(reference, dtype=np.float64)
-    if keep is not None and ref.ndim >= 2 and ref.shape[1] == len(keep) and pruned.shape[1] != ref.shape[1]:
-        ref = np.compress(keep, ref, axis=1)
     got = np.asarray(pruned, dtype=np.float64)
+    if keep is not None and ref.ndim == got.ndim:
+        # The channel axis (1, or the last of a channels-last tensor) is the one the prune shrank.
+        axes = [i for i in range(ref.ndim) if ref.shape[i] == len(keep) and got.shape[i] == int(keep.sum())]
+        if len(axes) == 1 and ref.shape[axes[0]] != got.shape[axes[0]]:
+            ref = np.compress(keep, ref, axis=axes[0])
     if ref.shape != got.shape:
         return float("inf")
     if not ref.size:
@@ -186,11 +189,20 @@ class ProbeReference:
     run: list[str] = field(default_factory=list)  # what the pruned model must compute: compare first
 
 
+def _too_big(model: onnx.ModelProto) -> bool:
+    """True when the model cannot be serialized in one piece for onnxruntime (2 GB; protobuf may
+    refuse even to measure it)."""
+    try:
+        return model.ByteSize() > 2**31 - 1 - 2**20
+    except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError: over 2 GB
+        return True
+
+
 def probe_reference(
     original: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, probes: int = PROBES
 ) -> ProbeReference:
     """Run the input model on `probes` seeded inputs (shapes of dynamic inputs from `shapes`)."""
-    if original.ByteSize() > 2**31 - 1 - 2**20:
+    if _too_big(original):
         return ProbeReference(skipped="models of 2 GB or more are not run for verification")
     try:
         model_bytes = original.SerializeToString()

@@ -67,8 +67,11 @@ def test_conv_transpose_reads_and_makes_channels():
     [
         ([helper.make_node("ConvTranspose", ["a", "wg"], ["y"], name="grouped", group=2)], {"wg": _w(4, 2, 1, 1)},
          (1, 4, 8, 8), "ConvTranspose grouped with group=2 or a fixed output_shape"),
-        ([helper.make_node("Transpose", ["a"], ["y"], name="tr", perm=[0, 2, 3, 1])], {}, (1, 8, 8, 4),
-         "Transpose tr (perm=[0, 2, 3, 1]) moves the channel axis"),
+        ([helper.make_node("Transpose", ["a"], ["y"], name="tr", perm=[0, 2, 1, 3])], {}, (1, 8, 4, 8),
+         "Transpose tr (perm=[0, 2, 1, 3]) moves the channel axis to axis 2"),
+        ([helper.make_node("Transpose", ["a"], ["t"], name="tr", perm=[0, 2, 3, 1]),
+          helper.make_node("MaxPool", ["t"], ["y"], name="pool", kernel_shape=[1, 1])], {}, (1, 8, 8, 4),
+         "MaxPool pool reads channels on axis 3 (channels-last); only elementwise ops, MatMul and Transpose follow them there"),
         ([helper.make_node("LRN", ["a"], ["y"], name="lrn", size=3)], {}, (1, 4, 8, 8), "no rule for op LRN (node lrn)"),
         ([helper.make_node("Relu", ["a"], ["y"], name="relu")], {}, (1, 4, 8, 8), "feeds graph output y"),
     ],

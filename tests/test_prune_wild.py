@@ -340,3 +340,72 @@ def test_a_channel_shuffle_keeps_its_groups_equal(zeroed, removed):
     assert 2 * (g["channels_before"] - g["channels_after"]) == removed
     assert report["verification"]["status"] == "passed"
     onnx.checker.check_model(report["model"], full_check=True)
+
+
+# ----- channels-last blocks (ConvNeXt) ------------------------------------------------------
+
+
+class ConvNeXtBlock(nn.Module):
+    """stem 3->8; depthwise 7x7; to NHWC; LayerNorm; Linear 8->32, GELU, Linear 32->8; layer scale;
+    back to NCHW; residual; GAP, Linear -> logits. The MLP's 32 hidden features are prunable; the
+    residual stream goes through LayerNorm over its channels and is not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.fc1 = nn.Linear(8, 32)
+        self.fc2 = nn.Linear(32, 8)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 8))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.gamma * self.fc2(F.gelu(self.fc1(y)))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.7])
+def test_a_channels_last_mlp_loses_its_zero_hidden_features(bias):
+    module = _module(ConvNeXtBlock)
+    with torch.no_grad():
+        module.fc1.weight[[3, 17, 30]] = 0.0
+        module.fc1.bias[[3, 17, 30]] = bias  # a nonzero one is GELU(bias) everywhere: folded into fc2's bias
+    model = T.export_module(module, (1, 3, 12, 12), ("logits",))
+    analysis = analyze_channels(model)
+    fc1 = next(n.name for n in analysis.graph.nodes if n.op == "MatMul" and n.inputs[0].shape[-1] == 8)
+    hidden = next(g for g in analysis.groups if fc1 in g.producer_nodes)
+    assert hidden.size == 32 and not hidden.pinned
+    stream = next(g for g in analysis.groups if "/stem/Conv" in g.producer_nodes)
+    assert any("LayerNormalization" in r and "normalizes over the channels" in r for r in stream.pinned_by)
+    report = onnxprune.prune(model, **ZERO)
+    g = _group(report, fc1)
+    assert (g["channels_before"], g["channels_after"]) == (32, 29)
+    assert g["removal"]["exact" if bias == 0 else "folded"] == 3
+    assert report["verification"]["status"] == "passed"
+
+
+def test_a_matmul_bias_is_added_once_to_a_constant_feature():
+    """MatMul + Add (a Linear layer as some exporters write it): a zero column's feature holds the
+    Add's bias, once; folded into the next layer's bias, the outputs stay the same."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 6)).astype(np.float32)
+    w1[:, [1, 4]] = 0.0
+    b1 = np.linspace(0.2, 1.2, 6).astype(np.float32)
+    w2, b2 = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"), helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
+             helper.make_node("Relu", ["h1"], ["h2"], name="relu"), helper.make_node("MatMul", ["h2", "w2"], ["y0"], name="fc2"),
+             helper.make_node("Add", ["y0", "b2"], ["y"], name="add2")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", T.OPSET)], ir_version=8)
+    report = onnxprune.prune(model, **ZERO, layers=("fc1",))
+    g = _group(report, "fc1")
+    assert (g["channels_before"], g["channels_after"]) == (6, 4) and g["removal"]["folded"] == 2
+    assert report["verification"]["status"] == "passed"

@@ -220,7 +220,7 @@ def test_analyze_table_and_json(tmp_path, capsys):
     onnx.save(T.zero_channels(topo.model, "/conv3/Conv", [0, 1, 2]), src)
     assert cli.main(["analyze", str(src)]) == 0
     table = capsys.readouterr().out
-    assert "feeds graph output" in table or "moves the channel axis" in table
+    assert "feeds graph output" in table or "(channels-last)" in table
     report = analyze(src)
     conv3 = next(g for g in report["groups"] if g["name"] == "/conv3/Conv")
     assert conv3["zero_filters"] == 3 and not conv3["pinned_by"]

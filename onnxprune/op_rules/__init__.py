@@ -30,6 +30,10 @@ RULES = {
 }
 
 
+CHANNELS_LAST = {*elementwise.UNARY, *elementwise.BINARY, "MatMul", "Transpose", "Shape", "Size", "LayerNormalization"}
+"""The ops whose rules follow channels on any axis (the others assume axis 1)."""
+
+
 def apply(analysis: ChannelAnalysis, node: gs.Node) -> None:
     """Record what `node` does to the channels it reads (its rule, or pins when it has none)."""
     if not any(analysis.layout(t) is not None for t in node.inputs):
@@ -37,6 +41,11 @@ def apply(analysis: ChannelAnalysis, node: gs.Node) -> None:
             RULES[node.op](analysis, node)  # layers reading untracked inputs still make channels
         return
     rule = RULES.get(node.op) if node.domain in ("", "ai.onnx", None) else None
+    last = next((t for t in node.inputs if analysis.layout(t) is not None and analysis.axis(t) != 1), None)
+    if rule is not None and last is not None and node.op not in CHANNELS_LAST:
+        analysis.pin_inputs(node, f"{node.op} {node.name} reads channels on axis {analysis.axis(last)} "
+                                  "(channels-last); only elementwise ops, MatMul and Transpose follow them there")  # fmt: skip
+        return
     if rule is None:
         domain = f"{node.domain}." if node.domain not in ("", "ai.onnx", None) else ""
         analysis.pin_inputs(node, f"no rule for op {domain}{node.op} (node {node.name})")

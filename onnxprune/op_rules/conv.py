@@ -33,11 +33,18 @@ def computed_weight_reason(node: gs.Node, w: gs.Tensor) -> str:
 
 
 def add_layer(
-    a: ChannelAnalysis, node: gs.Node, weight: gs.Tensor, in_axis: int, out_axis: int, bias: gs.Tensor | None = None
+    a: ChannelAnalysis,
+    node: gs.Node,
+    weight: gs.Tensor,
+    in_axis: int,
+    out_axis: int,
+    bias: gs.Tensor | None = None,
+    channel_axis: int = 1,
 ) -> np.ndarray:
     """A layer (Conv, ConvTranspose, Gemm, MatMul) that reads its first input's channels on
-    `in_axis` of its weight and makes new channels on `out_axis` (and on axis 0 of `bias`). The
-    value step carries both axes to the surgery. Returns the new channels."""
+    `in_axis` of its weight and makes new channels on `out_axis` (and on axis 0 of `bias`), on
+    `channel_axis` of its output. The value step carries both weight axes to the surgery. Returns
+    the new channels."""
     lx = a.layout(node.inputs[0])
     if lx is not None:
         a.add_slice("consumer", node, weight, in_axis, lx)
@@ -45,7 +52,7 @@ def add_layer(
     a.add_slice("producer", node, weight, out_axis, out)
     if bias is not None:
         a.add_slice("producer", node, bias, 0, out)
-    a.set_layout(node.outputs[0], out)
+    a.set_layout(node.outputs[0], out, channel_axis)
     a.add_value_step(node, "layer", (in_axis, out_axis))
     return out
 

@@ -31,7 +31,7 @@ def _unary(a: ChannelAnalysis, node: gs.Node) -> None:
     if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
         a.pin(lx, f"Dropout {node.name} mask is used")
         return
-    a.set_layout(node.outputs[0], lx)
+    a.set_layout(node.outputs[0], lx, a.axis(node.inputs[0]))
     a.add_value_step(node, "eval")
 
 
@@ -59,24 +59,25 @@ def _instance_norm(a: ChannelAnalysis, node: gs.Node) -> None:
 
 
 def _binary(a: ChannelAnalysis, node: gs.Node) -> None:
-    """Broadcasting ops: the output's axis 1 is the channel axis; each operand either carries it
-    (tracked: tie), follows it (constant with that axis of full size), or broadcasts over it."""
+    """Broadcasting ops: the output's channel axis is its tracked inputs' (axis 1, or the last
+    axis of channels-last tensors); each operand either carries it (tracked: tie), follows it
+    (constant with that axis of full size), or broadcasts over it."""
     out_rank = a.rank(node.outputs[0])
     tracked = [t for t in node.inputs if a.layout(t) is not None]
     if out_rank is None or out_rank < 2:
         a.pin_inputs(node, f"{node.op} {node.name} has an output of unknown or scalar shape")
         return
     layout = a.layout(tracked[0])
-    size = len(layout)
+    size, channel_axis = len(layout), a.axis(tracked[0])
     for t in tracked:
-        if a.rank(t) != out_rank or len(a.layout(t)) != size:
+        if a.rank(t) != out_rank or len(a.layout(t)) != size or a.axis(t) != channel_axis:
             a.pin_inputs(node, f"{node.op} {node.name} broadcasts a tracked tensor over channels")
             return
     followers, expanded = [], []
     for t in node.inputs:
         if a.layout(t) is not None:
             continue
-        source = _expanded_constant(a, t)
+        source = _expanded_constant(a, t) if channel_axis == 1 else None
         if source is not None:  # Expand(per-channel constant, Shape(x)): the constant follows
             expanded.append(t)
             t = source
@@ -84,7 +85,7 @@ def _binary(a: ChannelAnalysis, node: gs.Node) -> None:
         if shape is None:
             a.pin_inputs(node, f"{node.op} {node.name} mixes channels with a tensor of unknown shape")
             return
-        axis = 1 - (out_rank - len(shape))
+        axis = channel_axis - (out_rank - len(shape))
         dim = shape[axis] if axis >= 0 else 1
         if dim == 1:
             continue  # broadcasts over the channels (a scalar, an L2 norm, ...)
@@ -101,7 +102,7 @@ def _binary(a: ChannelAnalysis, node: gs.Node) -> None:
     for t in expanded:
         a.set_layout(t, layout)
         a.add_value_step(t.inputs[0], "expand")
-    a.set_layout(node.outputs[0], layout)
+    a.set_layout(node.outputs[0], layout, channel_axis)
     a.add_value_step(node, "eval")
 
 

@@ -1,5 +1,7 @@
 """Gemm and MatMul with a constant weight: they read the features of a 2-D input (weight rows, or
-columns when transposed) and make a new feature space (the other weight axis and Gemm's bias)."""
+columns when transposed) and make a new feature space (the other weight axis and Gemm's bias).
+MatMul also reads and makes features on the last axis of a rank > 2 input (a Linear layer on
+channels-last activations, as in ConvNeXt's MLP)."""
 
 from __future__ import annotations
 
@@ -34,11 +36,14 @@ def _gemm(a: ChannelAnalysis, node: gs.Node) -> None:
 
 def _matmul(a: ChannelAnalysis, node: gs.Node) -> None:
     x, w = node.inputs
-    lx = a.layout(x)
-    if not a.is_constant(w) or len(a.shape(w)) != 2 or a.rank(x) != 2 or a.rank(node.outputs[0]) != 2:
-        a.pin(lx, f"MatMul {node.name} is not a 2-D input times a constant matrix")
+    lx, rank = a.layout(x), a.rank(x)
+    if not a.is_constant(w) or len(a.shape(w)) != 2 or rank is None or rank < 2 or a.rank(node.outputs[0]) != rank:
+        a.pin(lx, f"MatMul {node.name} is not an input times a constant matrix")
         return
-    add_layer(a, node, w, 0, 1)
+    if lx is not None and a.axis(x) != rank - 1:
+        a.pin(lx, f"MatMul {node.name} multiplies over axis {rank - 1}, not the channels (axis {a.axis(x)})")
+        return
+    add_layer(a, node, w, 0, 1, channel_axis=rank - 1)
 
 
 RULES = {"Gemm": _gemm, "MatMul": _matmul}

@@ -61,5 +61,19 @@ def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
     a.add_value_step(node, "opaque", (y.name,))
 
 
-RULES = {**{op: _reduce for op in REDUCE}, "LpNormalization": _across_channels, "Softmax": _across_channels,
+def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
+    """LayerNormalization over the channels (ConvNeXt's, on channels-last tensors) divides by their
+    count and mixes their mean and variance into every output: no channel can go, not even a zero
+    one. Over other axes only, it is not followed either (rare in CNNs)."""
+    x = node.inputs[0]
+    lx, rank = a.layout(x), a.rank(x)
+    axis = int(node.attrs.get("axis", -1))
+    axis = axis + rank if rank is not None and axis < 0 else axis
+    if rank is None or a.axis(x) >= axis:
+        a.pin(lx, f"LayerNormalization {node.name} normalizes over the channels (their mean and variance reach every output)")
+    else:
+        a.pin(lx, f"LayerNormalization {node.name} normalizes over axes {axis}.. and has no rule for the channels it keeps")
+
+
+RULES = {**{op: _reduce for op in REDUCE}, "LayerNormalization": _layer_norm, "LpNormalization": _across_channels, "Softmax": _across_channels,
          "LogSoftmax": _across_channels}  # fmt: skip

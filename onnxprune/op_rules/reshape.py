@@ -162,13 +162,21 @@ def _channel_shuffle(a: ChannelAnalysis, node: gs.Node) -> bool:
 
 
 def _transpose(a: ChannelAnalysis, node: gs.Node) -> None:
+    """A Transpose moves the channel axis to where `perm` puts it: to axis 1, or to the last axis
+    (channels-last: NCHW -> NHWC); to any other axis, or off the batch axis, it pins them."""
     x, y = node.inputs[0], node.outputs[0]
-    perm = list(node.attrs.get("perm", ()))
+    perm = [int(p) for p in node.attrs.get("perm", ())]
     lx = a.layout(x)
-    if len(perm) < 2 or perm[0] != 0 or perm[1] != 1:
+    axis = a.axis(x)
+    if len(perm) < 2 or perm[0] != 0 or axis not in perm:
         a.pin(lx, f"Transpose {node.name} (perm={perm}) moves the channel axis")
         return
-    _same(x, y, lx, a, node)
+    moved = perm.index(axis)
+    if moved not in (1, len(perm) - 1):
+        a.pin(lx, f"Transpose {node.name} (perm={perm}) moves the channel axis to axis {moved}")
+        return
+    a.set_layout(y, lx, moved)
+    a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
 
 
 def axes_of(a: ChannelAnalysis, node: gs.Node) -> tuple[bool, list[int] | None]:
