@@ -52,6 +52,19 @@ class SurgeryResult:
     changed_nodes: dict[str, str] = field(default_factory=dict)  # node -> what the surgery did to it, for messages
 
 
+# A reduction of `n` equal values c, for the reductions that do not keep a constant.
+_REDUCE_CONSTANT = {
+    "ReduceSum": lambda c, n: c * n,
+    "ReduceSumSquare": lambda c, n: c * c * n,
+    "ReduceL1": lambda c, n: np.abs(c) * n,
+    "ReduceL2": lambda c, n: np.abs(c) * np.sqrt(n),
+    "ReduceProd": lambda c, n: c**n,
+    "ReduceLogSum": lambda c, n: np.log(c * n),
+    "ReduceLogSumExp": lambda c, n: c + np.log(n),
+}
+_ZERO_KEEPING_REDUCTIONS = ("ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceProd")
+
+
 class _Surgery:
     def __init__(self, analysis: ChannelAnalysis, plan: PrunePlan) -> None:
         self.a = analysis
@@ -249,6 +262,19 @@ class _Surgery:
         gone = np.nonzero(~self.keep(x.name))[0]
         v = self.value(x)[gone]
         self.mark(x.name, gone[v != 0], "approximate")  # NaN != 0 too
+
+    def _step_reduce_spatial(self, node: gs.Node, detail: tuple) -> None:
+        """A reduction over the spatial axes of constant channels: c, or c combined `count` times."""
+        x_name, op, count = detail
+        v = self.value(self.a.tensor(x_name))
+        with np.errstate(all="ignore"):
+            if op in ("ReduceMean", "ReduceMax", "ReduceMin"):
+                out = v
+            elif count is None:
+                out = np.where(v == 0, 0.0, np.nan) if op in _ZERO_KEEPING_REDUCTIONS else np.full(len(v), np.nan)
+            else:
+                out = _REDUCE_CONSTANT[op](v, count)
+        self.values[node.outputs[0].name] = np.asarray(out, dtype=np.float64)
 
     def _step_expand(self, node: gs.Node, detail: tuple) -> None:
         y = node.outputs[0]

@@ -409,3 +409,41 @@ def test_a_matmul_bias_is_added_once_to_a_constant_feature():
     g = _group(report, "fc1")
     assert (g["channels_before"], g["channels_after"]) == (6, 4) and g["removal"]["folded"] == 2
     assert report["verification"]["status"] == "passed"
+
+
+# ----- reductions over the spatial axes -----------------------------------------------------
+
+
+class SpatialReduction(nn.Module):
+    """conv 3->6 (3x3), a reduction over height and width, Linear -> logits."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.conv, self.fc, self.how = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4), how
+
+    def forward(self, x):
+        y = self.conv(x)
+        pooled = {"sum": lambda: y.sum(dim=(2, 3)), "mean": lambda: y.mean(dim=(2, 3)), "max": lambda: y.amax(dim=(2, 3)),
+                  "l2": lambda: torch.linalg.vector_norm(y, dim=(2, 3))}[self.how]()  # fmt: skip
+        return self.fc(pooled)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("how", ["sum", "mean", "max", "l2"])
+def test_a_constant_channel_reduced_over_space_folds_its_reduced_value(how, dynamic):
+    """A removed conv channel holding 0.5 everywhere reaches the Linear layer as 0.5 x H x W
+    through a sum (0.5 through a mean or max): folded exactly when H x W is known, approximate
+    (never called exact) when it is computed at run time."""
+    module = _module(SpatialReduction, how)
+    with torch.no_grad():
+        module.conv.weight[[1, 4]] = 0.0
+        module.conv.bias[[1, 4]] = 0.5
+    shape = (1, 3, 8, 8)
+    model = _export_dynamic(module, shape) if dynamic else T.export_module(module, shape, ("out",))
+    report = onnxprune.prune(model, **ZERO, shapes={"input": shape})  # raises where a removal called exact is not
+    g = _group(report, "/conv/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2
+    if dynamic and how in ("sum", "l2"):
+        assert g["removal"]["approximate"] == 2
+    else:
+        assert g["removal"]["folded"] == 2 and report["verification"]["status"] == "passed"

@@ -34,12 +34,11 @@ def _reduce(a: ChannelAnalysis, node: gs.Node) -> None:
         a.pin(lx, f"{node.op} {node.name} reduces the batch axis")
     elif 1 in axes:
         a.add_value_step(node, "reduce", (x.name,))  # the output has no channels to track
-    elif node.attrs.get("keepdims", 1):
-        a.set_layout(y, lx)
-        a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
     else:
-        a.set_layout(y, lx)  # axes >= 2 removed: axis 1 stays
-        a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
+        a.set_layout(y, lx)  # axes >= 2 reduced (kept or removed): axis 1 stays
+        dims = [a.shape(x)[ax] for ax in axes] if a.shape(x) is not None else [None]
+        count = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+        a.add_value_step(node, "reduce_spatial", (x.name, node.op, count))
 
 
 def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
