@@ -4,10 +4,13 @@ Guarantees (DESIGN.md section 4), checked before returning: same graph inputs an
 IR version, metadata and node names; `onnx.checker` full check passes. Removed channels whose
 value is the same everywhere (a zero filter outputs its bias; BatchNorm, activations and
 per-channel constants map that to another constant) are folded into the bias of each layer that
-reads them, which is exact for 1x1 convs, Gemm and padding-free convs and approximate only at
-zero-padded borders of larger kernels; each removed channel is reported as `exact`, `folded`
-(exact fold), `folded_border` or `approximate` (its value varied, e.g. a near-zero filter cut at
-a threshold above zero: what fine-tuning is for).
+reads them, which is exact for 1x1 convs, Gemm and padding-free convs. Behind zero padding a
+constant channel varies at the borders; with static spatial sizes the value pass follows it as a
+map (`constant_maps`) and folds it exactly as a constant map added to the reader's output, with
+dynamic sizes it folds the interior value into the bias (exact except at the borders). Each
+removed channel is reported as `exact`, `folded` (exact fold), `folded_border` or `approximate`
+(its value varied, e.g. a near-zero filter cut at a threshold above zero: what fine-tuning is
+for).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune import constant_maps
 from onnxprune.channel_groups import ChannelAnalysis
 from onnxprune.index_maps import removed_positions
 from onnxprune.model_io import InputError, check_model
@@ -62,7 +66,31 @@ _REDUCE_CONSTANT = {
     "ReduceLogSum": lambda c, n: np.log(c * n),
     "ReduceLogSumExp": lambda c, n: c + np.log(n),
 }
+_REDUCE_MAP = {
+    "ReduceMean": np.mean,
+    "ReduceMax": np.max,
+    "ReduceMin": np.min,
+    "ReduceSum": np.sum,
+    "ReduceSumSquare": lambda m: np.sum(m * m),
+    "ReduceL1": lambda m: np.sum(np.abs(m)),
+    "ReduceL2": lambda m: np.sqrt(np.sum(m * m)),
+    "ReduceProd": np.prod,
+    "ReduceLogSum": lambda m: np.log(np.sum(m)),
+    "ReduceLogSumExp": lambda m: np.log(np.sum(np.exp(m))),
+}
 _ZERO_KEEPING_REDUCTIONS = ("ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceProd")
+
+
+@dataclass
+class _MapFold:
+    """A constant map added to a reader's output: its grid constant (1, O, r, s), the output
+    tensor, and the grid with the row and column runs that expand it."""
+
+    constant: gs.Constant
+    output: str
+    grid: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
 
 
 class _Surgery:
@@ -87,6 +115,10 @@ class _Surgery:
         self.status = np.zeros(len(self.keep_class), dtype=np.int64)  # index into STATUSES
         self.new_biases: dict[str, tuple[gs.Node, int, str]] = {}  # const name -> (node, axis, output)
         self.modified: set[str] = set()  # constants whose values changed (compensated biases)
+        # Removed channels whose value is an input-independent map rather than a constant: tensor
+        # -> position -> (H, W) float64 array; `values` holds NaN there, so map-unaware steps stay safe.
+        self.maps: dict[str, dict[int, np.ndarray]] = {}
+        self.map_folds: dict[str, _MapFold] = {}  # reader node -> the constant map added to its output
         self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused
         self.consumer_nodes = {sl.node for g in analysis.all_groups for sl in g.consumers}
 
@@ -112,6 +144,42 @@ class _Surgery:
     def value(self, tensor: gs.Tensor) -> np.ndarray:
         layout = self.a.layout(tensor)
         return self.values.get(tensor.name, np.full(len(layout) if layout is not None else 0, np.nan))
+
+    def spatial(self, tensor: gs.Tensor) -> tuple[int, int] | None:
+        """The static height and width of a 4-D tensor with its channels on axis 1, else None."""
+        shape = self.a.shape(tensor)
+        if shape is None or len(shape) != 4 or self.a.axis(tensor.name) != 1:
+            return None
+        hw = shape[2:]
+        return (hw[0], hw[1]) if all(isinstance(d, int) and d > 0 for d in hw) else None
+
+    def planes(self, tensor: gs.Tensor, positions: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """The (P, H, W) values of `tensor` at `positions`: maps, or constants filled in."""
+        maps, v = self.maps.get(tensor.name, {}), self.value(tensor)
+        return np.stack([maps[p] if p in maps else np.full(hw, v[p]) for p in positions.tolist()]) if len(positions) else np.zeros((0, *hw))
+
+    def set_maps(self, name: str, values: np.ndarray, positions: np.ndarray, maps: np.ndarray) -> None:
+        """Store `values` for tensor `name`, with the (P, H, W) `maps` at `positions`: a uniform map
+        becomes a constant, a map with any NaN an unknown value."""
+        values = np.array(values, dtype=np.float64)
+        kept = {}
+        for p, m in zip(positions.tolist(), maps, strict=True):
+            if not np.all(np.isfinite(m)):
+                values[p] = np.nan
+            elif np.all(m == m.flat[0]):
+                values[p] = m.flat[0]
+            else:
+                values[p] = np.nan
+                kept[p] = m
+        self.values[name] = values
+        if kept:
+            self.maps[name] = kept
+        else:
+            self.maps.pop(name, None)
+
+    def mapped(self, tensor: gs.Tensor) -> np.ndarray:
+        """Positions of `tensor` that hold a map."""
+        return np.array(sorted(self.maps.get(tensor.name, {})), dtype=np.int64)
 
     # ----- values of removed channels and bias compensation --------------------------------
     def propagate(self) -> None:
@@ -141,6 +209,13 @@ class _Surgery:
             if node.op == "Gemm" and bias is not None:
                 base = base * float(node.attrs.get("beta", 1.0))
             out[gone_out] = np.where(silent, base[gone_out], np.nan)
+        fold = self.map_folds.get(node.name)
+        if fold is not None and gone_out.size:
+            # The constant map added to this output is part of its removed channels' values too.
+            full = constant_maps.expanded(fold.grid, fold.rows, fold.cols)
+            silent_gone = gone_out[np.isfinite(out[gone_out])]
+            self.set_maps(y.name, out, silent_gone, full[silent_gone] + out[silent_gone, None, None])
+            return
         self.values[y.name] = out
 
     def _compensate(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, in_axis: int, out_axis: int) -> None:
@@ -151,17 +226,25 @@ class _Surgery:
         v = self.value(x)
         positions = np.nonzero(gone)[0]
         vals = v[positions]
-        self.mark(x.name, positions[vals == 0], "exact")
-        positions, vals = positions[vals != 0], vals[vals != 0]  # zero channels need no weights read
+        has_map = np.isin(positions, self.mapped(x))
+        self.mark(x.name, positions[(vals == 0) & ~has_map], "exact")
+        nonzero = (vals != 0) | has_map  # zero channels need no weights read
+        positions, vals, has_map = positions[nonzero], vals[nonzero], has_map[nonzero]
         if not positions.size:
             return
         per_position = np.moveaxis(np.take(w, positions, axis=in_axis), (in_axis, out_axis), (0, 1))
         silent = ~np.any(per_position.reshape(len(positions), -1) != 0, axis=1)
         const = np.isfinite(vals) & (vals != 0) & ~silent
-        zero = (vals == 0) | silent
-        self.mark(x.name, positions[zero], "exact")
-        varying = ~zero & ~np.isfinite(vals)
+        mapped = has_map & ~silent
+        self.mark(x.name, positions[silent], "exact")
+        varying = ~silent & ~np.isfinite(vals) & ~has_map
         self.mark(x.name, positions[varying], "approximate")
+        if (mapped.any() or (const.any() and zero_padded(node, tuple(w.shape[2:])))) and self._fold_map(
+            node, x, w, positions[const | mapped]
+        ):
+            self.mark(x.name, positions[const | mapped], "folded")
+            return
+        self.mark(x.name, positions[mapped], "approximate")
         if not const.any():
             return
         sums = per_position[const].reshape(int(const.sum()), per_position.shape[1], -1).sum(axis=2)
@@ -181,6 +264,48 @@ class _Surgery:
         bias += delta.reshape(bias.shape).astype(bias.dtype)
         self.modified.add(self._bias_name(node))
         self.mark(x.name, positions[const], "folded" if uniform else "folded_border")
+
+    def _fold_map(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, positions: np.ndarray) -> bool:
+        """Fold removed input channels `positions` of the 2-D Conv `node` that hold constants or
+        maps exactly: convolve them alone (zero padding included); a result that is uniform per
+        output goes into the bias, any other into a constant map added to the output. False when
+        the conv's geometry or sizes are not static (the caller falls back to bias folding)."""
+        y = node.outputs[0]
+        in_hw, out_hw = self.spatial(x), self.spatial(y)
+        if node.op != "Conv" or int(node.attrs.get("group", 1)) != 1 or w.ndim != 4 or in_hw is None or out_hw is None:
+            return False
+        geometry = constant_maps.conv_geometry(node, in_hw, tuple(w.shape[2:]))
+        if geometry is None:
+            return False
+        delta = constant_maps.conv2d(self.planes(x, positions, in_hw), np.take(w, positions, axis=1), *geometry, out_hw)
+        if constant_maps.uniform(delta):
+            bias = self._bias(node, 0, create=True)
+            bias += delta[:, 0, 0].reshape(bias.shape).astype(bias.dtype)
+            self.modified.add(self._bias_name(node))
+            return True
+        self._add_map(node, delta.astype(w.dtype))
+        return True
+
+    def _add_map(self, node: gs.Node, delta: np.ndarray) -> None:
+        """Insert `output = reader output + delta` (delta stored compressed, expanded by Gathers)
+        right after `node`; the output keeps its name, so nothing downstream changes."""
+        y = node.outputs[0]
+        grid, rows, cols = constant_maps.compress(delta)
+        name = self.a.unique_name(f"{node.name}_constant_map")
+        const = gs.Constant(name, np.ascontiguousarray(grid[None]))
+        raw = gs.Variable(self.a.unique_name(f"{y.name}_before_constant_map"), dtype=y.dtype)
+        node.outputs[0] = raw
+        added, current = [], const
+        for axis, index in ((2, rows), (3, cols)):
+            if len(index) != int(grid.shape[axis - 1]):
+                out = gs.Variable(self.a.unique_name(f"{name}_expanded"), dtype=y.dtype)
+                idx = gs.Constant(self.a.unique_name(f"{name}_index"), index)
+                added.append(gs.Node("Gather", self.a.unique_name(f"{name}_gather"), {"axis": axis}, [current, idx], [out]))
+                current = out
+        added.append(gs.Node("Add", self.a.unique_name(f"{node.name}_add_constant_map"), inputs=[raw, current], outputs=[y]))
+        at = self.a.graph.nodes.index(node) + 1
+        self.a.graph.nodes[at:at] = added
+        self.map_folds[node.name] = _MapFold(const, y.name, grid, rows, cols)
 
     def _bias(self, node: gs.Node, out_axis: int, create: bool) -> np.ndarray | None:
         """The working copy of the layer's bias (Conv B, Gemm C, the Add after a MatMul), made
@@ -236,20 +361,47 @@ class _Surgery:
         vin = np.repeat(self.value(x), multiplier)
         padded = zero_padded(node, tuple(w.shape[2:]))
         out = vin * w.reshape(w.shape[0], -1).sum(axis=1) + b
-        self.values[y.name] = np.where(np.isfinite(vin) & ((vin == 0) | (not padded)), out, np.nan)
+        values = np.where(np.isfinite(vin) & ((vin == 0) | (not padded)), out, np.nan)
+        # Where zero padding meets a nonzero constant, or a map comes in, the output is a map.
+        source = np.repeat(np.arange(len(self.value(x))), multiplier)
+        varies = (np.isfinite(vin) & (vin != 0) & padded) | np.isin(source, self.mapped(x))
+        in_hw, out_hw = self.spatial(x), self.spatial(y)
+        geometry = constant_maps.conv_geometry(node, in_hw, tuple(w.shape[2:])) if in_hw and out_hw and w.ndim == 4 else None
+        if varies.any() and geometry is not None:
+            positions = np.nonzero(varies)[0]
+            maps = constant_maps.conv2d(self.planes(x, source[positions], in_hw), w[positions], *geometry, out_hw, depthwise=True)
+            bias = np.broadcast_to(np.asarray(b, dtype=np.float64).reshape(-1), (len(vin),))
+            self.set_maps(y.name, values, positions, maps + bias[positions, None, None])
+            return
+        self.values[y.name] = values
 
     def _step_gather(self, node: gs.Node, detail: tuple) -> None:
         for out_name, segments, exact_nonzero in detail:
-            parts = []
+            parts, maps, offset = [], {}, 0
+            out_hw = self.spatial(self.a.tensor(out_name))
             for source, positions in segments:
                 if source is None:
                     parts.append(np.asarray(positions, dtype=np.float64))
                 else:
-                    parts.append(self.value(self.a.tensor(source))[positions])
+                    tensor = self.a.tensor(source)
+                    parts.append(self.value(tensor)[positions])
+                    source_maps = self.maps.get(source, {})
+                    same_size = out_hw is not None and self.spatial(tensor) == out_hw
+                    for i, p in enumerate(np.asarray(positions).tolist()):
+                        if p in source_maps:
+                            if same_size and exact_nonzero:
+                                maps[offset + i] = source_maps[p]
+                            elif node.op in ("GlobalAveragePool", "GlobalMaxPool"):
+                                reduce = np.mean if node.op == "GlobalAveragePool" else np.max
+                                parts[-1] = parts[-1].copy()
+                                parts[-1][i] = reduce(source_maps[p])
+                offset += len(parts[-1])
             v = np.concatenate(parts) if parts else np.zeros(0)
             if not exact_nonzero:
                 v = np.where(v == 0, v, np.nan)
             self.values[out_name] = v
+            if maps:
+                self.maps[out_name] = maps
 
     def _step_agree(self, node: gs.Node, detail: tuple) -> None:
         vs = [self.value(self.a.tensor(name)) for name in detail]
@@ -274,7 +426,12 @@ class _Surgery:
                 out = np.where(v == 0, 0.0, np.nan) if op in _ZERO_KEEPING_REDUCTIONS else np.full(len(v), np.nan)
             else:
                 out = _REDUCE_CONSTANT[op](v, count)
-        self.values[node.outputs[0].name] = np.asarray(out, dtype=np.float64)
+            out = np.array(out, dtype=np.float64)
+            hw = self.spatial(self.a.tensor(x_name))
+            for p, m in self.maps.get(x_name, {}).items():
+                if hw is not None and count == hw[0] * hw[1]:  # over the whole map: a constant
+                    out[p] = _REDUCE_MAP[op](m)
+        self.values[node.outputs[0].name] = out
 
     def _step_expand(self, node: gs.Node, detail: tuple) -> None:
         y = node.outputs[0]
@@ -330,6 +487,36 @@ class _Surgery:
         if proto_inputs:
             out = np.where(annihilates & tracked_zero.reshape(-1), 0.0, np.nan) if annihilates else np.full(channels, np.nan)
         self.values[y.name] = out
+        tracked = [t for t in node.inputs if t.name and self.a.layout(t) is not None]
+        positions = np.unique(np.concatenate([self.mapped(t) for t in tracked])) if tracked else np.zeros(0, np.int64)
+        if positions.size and not proto_inputs and self.spatial(y) is not None:
+            self._eval_maps(node, y, out, tracked, positions, model)
+
+    def _eval_maps(self, node: gs.Node, y: gs.Tensor, out: np.ndarray, tracked: list, positions: np.ndarray, model) -> None:
+        """The maps of an elementwise node's output: the node run on its inputs' maps (and on
+        the per-channel constants it reads, at the same positions)."""
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {}
+        for t in tracked:
+            hw = self.spatial(t)
+            if hw is None:
+                return
+            feeds[t.name] = self.planes(t, positions, hw)[None].astype(np.float32)
+        rank, channels = 4, len(out)
+        inits = []
+        for init in model.graph.initializer:
+            value = onnx.numpy_helper.to_array(init)
+            axis = 0 if node.op in ("BatchNormalization", "InstanceNormalization") else 1 - (rank - value.ndim)
+            if 0 <= axis < value.ndim and value.shape[axis] == channels:
+                value = np.take(value, positions, axis=axis)
+            inits.append(onnx.numpy_helper.from_array(np.ascontiguousarray(value), init.name))
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(inits)
+        maps = np.asarray(ReferenceEvaluator(model).run([y.name], feeds)[0], dtype=np.float64)[0]
+        if maps.shape[1:] != self.spatial(y):
+            return
+        self.set_maps(y.name, out, positions, maps)
 
     # ----- the cut -------------------------------------------------------------------------
     def cut(self) -> bool:
@@ -352,6 +539,10 @@ class _Surgery:
             gone = np.nonzero(~self.keep(output))[0]
             if gone.size:
                 removals.setdefault(name, {})[axis] = gone
+        for fold in self.map_folds.values():
+            gone = np.nonzero(~self.keep(fold.output))[0]
+            if gone.size:
+                fold.constant.values = np.ascontiguousarray(np.delete(fold.constant.values, gone, axis=1))
         touched = set(removals) | self.modified
         for name in touched:
             value = self.arrays[name] if name in self.arrays else self.array(self.a.tensor(name))
@@ -490,6 +681,8 @@ class _Surgery:
             for node in self.a.graph.nodes:
                 if any(t.name == name for t in node.inputs):
                     done[node.name] = "folded the constant values of removed input channels into its bias"
+        for reader in self.map_folds:
+            done[reader] = "folded the constant maps of removed input channels into a map added to its output"
         return keep, done
 
     def changes(self) -> list[GroupChange]:

@@ -231,17 +231,58 @@ class DepthwiseChain(nn.Module):
 @pytest.mark.parametrize(("k", "pad", "stride", "multiplier"), [(3, 1, 1, 1), (3, 0, 1, 1), (1, 0, 2, 1), (3, 1, 2, 2),
                                                                (3, 0, 2, 2)])  # fmt: skip
 def test_constant_channels_through_a_depthwise_conv(bn, k, pad, stride, multiplier):
+    """A removed stem channel holds a positive constant; through a zero-padded depthwise conv it
+    varies at the borders: folded exactly as a constant map added to the 1x1 conv's output,
+    stored as one row and column per run of equal ones."""
     module = _module(DepthwiseChain, k, pad, stride, multiplier)
     model = T.export_module(module, (1, 3, 10, 10), ("out",), bn)
-    zeroed = _zero_filters(model, "/stem/Conv", [1, 5], bias=None)  # then constant: the bias, BN
+    zeroed = _zero_filters(model, "/stem/Conv", [1, 5], bias=2.0)  # then 2.0 (BN: positive) everywhere
     report = onnxprune.prune(zeroed, **ZERO)  # raises where a removal called exact is not
     g = _group(report, "/stem/Conv")
     assert g["channels_before"] - g["channels_after"] == 2
-    v = report["verification"]
-    # Zero padding varies a nonzero constant at the borders: approximate, and said so.
-    assert v["status"] == "passed" or (pad and g["removal"]["approximate"] > 0)
-    if not pad:
-        assert g["removal"]["approximate"] == 0
+    assert g["removal"]["approximate"] == g["removal"]["folded_border"] == 0 and g["removal"]["folded"] >= 1
+    assert report["verification"]["status"] == "passed"
+    maps = [t for t in report["model"].graph.initializer if "constant_map" in t.name and not t.name.endswith(("index", "index_1"))]
+    assert len(maps) == (1 if pad else 0)
+    if pad:  # border rows and columns (a stride of 2 may read padding at one end only), one for the interior
+        assert list(maps[0].dims[:2]) == [1, 6] and 2 <= maps[0].dims[2] <= 2 * pad + 1 and 2 <= maps[0].dims[3] <= 2 * pad + 1
+
+
+def test_constant_channels_through_a_depthwise_conv_of_dynamic_size():
+    """With height and width computed at run time the map cannot be known: the removal is
+    approximate (never called exact)."""
+    module = _module(DepthwiseChain, 3, 1, 1, 1)
+    zeroed = _zero_filters(_export_dynamic(module, (1, 3, 10, 10)), "/stem/Conv", [1, 5], bias=2.0)
+    report = onnxprune.prune(zeroed, **ZERO, shapes={"input": (1, 3, 10, 10)})
+    g = _group(report, "/stem/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["approximate"] >= 1
+
+
+class PaddedReader(nn.Module):
+    """conv 3->8 (1x1), ReLU, conv 8->6 (3x3, zero padding 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 6, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_a_constant_channel_into_a_padded_conv(dynamic):
+    """Static sizes: folded exactly (a constant map on the reader's output); dynamic sizes: the
+    interior value goes into the bias, exact except at the borders (`folded_border`)."""
+    module = _module(PaddedReader)
+    shape = (1, 3, 9, 9)
+    model = _export_dynamic(module, shape) if dynamic else T.export_module(module, shape, ("out",))
+    report = onnxprune.prune(_zero_filters(model, "/a/Conv", [2, 3], bias=0.5), **ZERO, shapes={"input": shape})
+    g = _group(report, "/a/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2
+    if dynamic:
+        assert g["removal"]["folded_border"] == 2 and report["verification"]["status"] == "deviates"
+    else:
+        assert g["removal"]["folded"] == 2 and report["verification"]["status"] == "passed"
 
 
 # ----- bounds and sizes computed from shapes (ultralytics C2f) ------------------------------
