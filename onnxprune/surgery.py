@@ -78,6 +78,9 @@ _REDUCE_MAP = {
     "ReduceLogSum": lambda m: np.log(np.sum(m)),
     "ReduceLogSumExp": lambda m: np.log(np.sum(np.exp(m))),
 }
+# Ops whose value step copies channels without touching their spatial values (a pool of the same
+# size does touch them: its maps are not carried).
+_MAP_KEEPING = ("Concat", "Split", "Slice", "Identity", "Dropout", "Pad", "Cast")
 _ZERO_KEEPING_REDUCTIONS = ("ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceProd")
 
 
@@ -386,7 +389,8 @@ class _Surgery:
                     tensor = self.a.tensor(source)
                     parts.append(self.value(tensor)[positions])
                     source_maps = self.maps.get(source, {})
-                    same_size = out_hw is not None and self.spatial(tensor) == out_hw
+                    moves_nothing = node.op in _MAP_KEEPING or (node.op == "Transpose" and list(node.attrs.get("perm", ()))[2:] == [2, 3])
+                    same_size = out_hw is not None and self.spatial(tensor) == out_hw and moves_nothing
                     for i, p in enumerate(np.asarray(positions).tolist()):
                         if p in source_maps:
                             if same_size and exact_nonzero:

@@ -258,6 +258,26 @@ def test_constant_channels_through_a_depthwise_conv_of_dynamic_size():
     assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["approximate"] >= 1
 
 
+class DepthwiseThenPool(nn.Module):
+    """stem 1x1 (3->8), ReLU, depthwise 3x3 (padded), max pool 3x3 of the same size, 1x1 (8->6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.dw, self.pw = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        return self.pw(F.max_pool2d(self.dw(F.relu(self.stem(x))), 3, stride=1, padding=1))
+
+
+def test_a_map_through_a_pool_of_the_same_size_is_not_taken_as_unchanged():
+    """A max pool changes a map's values, though not its size: the removal is approximate, not
+    a wrong fold."""
+    model = T.export_module(_module(DepthwiseThenPool), (1, 3, 10, 10), ("out",))
+    report = onnxprune.prune(_zero_filters(model, "/stem/Conv", [1, 5], bias=2.0), **ZERO)
+    g = _group(report, "/stem/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["approximate"] == 2
+
+
 class PaddedReader(nn.Module):
     """conv 3->8 (1x1), ReLU, conv 8->6 (3x3, zero padding 1)."""
 
