@@ -10,10 +10,16 @@ exporter, opset 17), plants all-zero filters in a quarter of the classes of ever
   outputs);
 - linear features: the output features of Linear layers on channels-last feature maps
   (pointwise MatMuls: ConvNeXt's MLP) and the share of them that can be pruned; planted too;
-- removed/planted: planted classes the prune removed;
+- removed/planted: planted classes the prune removed; each model is planted twice, with the
+  filters' biases zeroed (removals are exact) and kept (the channel holds its bias, the
+  BatchNorm shift folded into it, as a zero filter after sparsity training does: folds);
 - removal: exact / folded / border folds / approximate;
+- maps: the constant maps that exact folds behind zero padding added to readers' outputs, and
+  the numbers they store;
 - verification: prune's own check in onnxruntime (passed, deviates, skipped) and its deviation;
 - crash: any error (a VerificationError is an inexact removal called exact).
+
+Prunes with `exact_borders` (`--borders bias`: prune's default, border folds into the bias).
 
     .venv/bin/pip install -c constraints.txt '.[bench]'      # timm and ultralytics (optional)
     .venv/bin/python -P benchmarks/bench_wild.py               # all models, about 10 minutes on 2 cores
@@ -125,6 +131,7 @@ class Row:
     error: str | None = None
     linear_features: int = 0  # output features of pointwise MatMuls (Linear layers on feature maps)
     linear_share: float | None = None
+    maps: tuple[int, int] = (0, 0)  # constant maps the folds added to readers' outputs: count, numbers stored
 
 
 def export(module, size: int) -> onnx.ModelProto:
@@ -179,10 +186,12 @@ def layer_share(analysis, linear: bool = False) -> tuple[int, int, list]:
     return total, prunable, reasons.most_common(3)
 
 
-def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator) -> int:
+def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator, bias: str) -> int:
     """Zero every producer filter (a conv's weight axis 0, a pointwise MatMul's weight axis 1) of a
-    random PLANT_SHARE of the classes of each prunable group such layers make (in place); returns
-    the classes planted."""
+    random PLANT_SHARE of the classes of each prunable group such layers make (in place), and with
+    `bias` "zero" their biases too ("kept": the channel holds its bias, the BatchNorm shift the
+    exporter folded into it, as a zero filter after sparsity training does); returns the classes
+    planted."""
     from onnxprune.index_maps import removed_positions
 
     inits = {t.name: t for t in model.graph.initializer}
@@ -198,7 +207,8 @@ def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator) -> int:
         keep = np.ones(g.size, dtype=bool)
         keep[chosen] = False
         for sl in g.producers:
-            if sl.tensor not in inits or sl.axis != axis(analysis.node(sl.node)):
+            node = analysis.node(sl.node)
+            if sl.tensor not in inits or sl.axis != axis(node) or (bias == "kept" and sl.tensor != node.inputs[1].name):
                 continue
             w = numpy_helper.to_array(inits[sl.tensor]).copy()
             index = [slice(None)] * w.ndim
@@ -209,43 +219,49 @@ def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator) -> int:
     return planted
 
 
-def run(name: str) -> Row:
+def run(name: str, bias: str, exact_borders: bool = True) -> Row:
     import onnxprune
     from onnxprune.channel_groups import analyze_channels
     from onnxprune.verify import VerificationError
 
     build, size, kind = MODELS[name]
+    label = f"{name} ({bias} bias)"
     start = time.perf_counter()
     try:
+        import torch
+
+        torch.manual_seed(0)  # the random init: the same model in every run
         model = export(build(), size)
     except ImportError as err:
-        return Row(name, kind, "skipped", error=f"{err.name or err} is not installed: pip install '.[bench]'")
+        return Row(label, kind, "skipped", error=f"{err.name or err} is not installed: pip install '.[bench]'")
     except Exception as err:  # noqa: BLE001 - an exporter failure is the exporter's, reported as such
-        return Row(name, kind, "export failed", error=f"{type(err).__name__}: {str(err)[:300]}")
+        return Row(label, kind, "export failed", error=f"{type(err).__name__}: {str(err)[:300]}")
     try:
         analysis = analyze_channels(model)
         total, prunable, pins = layer_share(analysis)
         linear_total, linear_prunable, _ = layer_share(analysis, linear=True)
-        planted = plant(model, analysis, np.random.default_rng(0))
-        report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0)
+        planted = plant(model, analysis, np.random.default_rng(0), bias)
+        report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0, exact_borders=exact_borders)
         onnx.checker.check_model(report["model"], full_check=True)
     except VerificationError as err:
-        return Row(name, kind, "inexact", error=str(err)[:600], seconds=time.perf_counter() - start)
+        return Row(label, kind, "inexact", error=str(err)[:600], seconds=time.perf_counter() - start)
     except Exception as err:  # noqa: BLE001 - what the table is for
-        return Row(name, kind, "crash", error="".join(traceback.format_exception_only(err))[-600:],
+        return Row(label, kind, "crash", error="".join(traceback.format_exception_only(err))[-600:],
                    seconds=time.perf_counter() - start)  # fmt: skip
     removal = {s: sum(g["removal"][s] for g in report["groups"]) for s in ("exact", "folded", "folded_border", "approximate")}
+    grids = [t for t in report["model"].graph.initializer if "_constant_map" in t.name and "_index" not in t.name]
     v = report["verification"]
-    return Row(name, kind, "ok", total, prunable / max(total, 1), planted,
+    return Row(label, kind, "ok", total, prunable / max(total, 1), planted,
                sum(g["channels_before"] - g["channels_after"] for g in report["groups"]), removal, v["status"],
                v["max_deviation"], time.perf_counter() - start, pins, linear_features=linear_total,
-               linear_share=linear_prunable / linear_total if linear_total else None)  # fmt: skip
+               linear_share=linear_prunable / linear_total if linear_total else None,
+               maps=(len(grids), sum(int(np.prod(t.dims)) for t in grids)))  # fmt: skip
 
 
 def table(rows: list[Row]) -> str:
     lines = ["| model | kind | status | conv channels | share | linear features (share) | removed/planted | "
-             "exact/folded/border/approx | verification | max deviation | s | main pin |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---|"]  # fmt: skip
+             "exact/folded/border/approx | maps (numbers) | verification | max deviation | s | main pin |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|---|---:|---:|---|"]  # fmt: skip
     for r in rows:
         goal = GOALS.get(r.kind)
         share = "" if r.share is None else f"{r.share:.2f}" + (" (below goal)" if goal and r.share < goal else "")
@@ -254,25 +270,30 @@ def table(rows: list[Row]) -> str:
         linear = f"{r.linear_features} ({r.linear_share:.2f})" if r.linear_share is not None else ""
         pin = f"{r.pins[0][0]} ({r.pins[0][1]})" if r.pins else (r.error or "")
         lines.append(f"| {r.model} | {r.kind} | {r.status} | {r.conv_channels} | {share} | {linear} | {r.removed}/{r.planted} | "
-                     f"{removal} | {r.verification or ''} | {dev} | {r.seconds:.0f} | {pin.replace('|', '/')} |")  # fmt: skip
+                     f"{removal} | {r.maps[0]} ({r.maps[1]}) | {r.verification or ''} | {dev} | {r.seconds:.0f} | {pin.replace('|', '/')} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="NAME")
+    parser.add_argument("--bias", nargs="+", default=["zero", "kept"], choices=["zero", "kept"],
+                        help="planted filters with their biases zeroed, or kept (constant channels: folds)")
+    parser.add_argument("--borders", choices=["exact", "bias"], default="exact",
+                        help="prune --exact-borders (constant maps after readers), or prune's default (interior into the bias)")
     parser.add_argument("--out", default=str(RESULTS / "bench_wild"), help="results path without extension")
     args = parser.parse_args()
     rows = []
-    for name in args.models:
-        row = run(name)
+    for name, bias in ((n, b) for n in args.models for b in args.bias):
+        row = run(name, bias, args.borders == "exact")
         rows.append(row)
-        print(f"{name:40s} {row.status:8s} share {row.share if row.share is None else round(row.share, 3)} "
+        print(f"{row.model:52s} {row.status:8s} share {row.share if row.share is None else round(row.share, 3)} "
               f"removed {row.removed}/{row.planted} {row.removal} {row.verification} {row.max_deviation} "
               f"{row.seconds:.0f}s {row.error or ''}", flush=True)  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.platform(), "python": platform.python_version(), "plant_share": PLANT_SHARE}
+    meta = {"machine": platform.platform(), "python": platform.python_version(), "plant_share": PLANT_SHARE,
+            "borders": args.borders}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     out.with_suffix(".md").write_text(table(rows) + "\n")
     print(table(rows))

@@ -183,13 +183,7 @@ class ChannelAnalysis:
         value = self.constant(tensor)
         if value is not None or tensor is None or isinstance(tensor, gs.Constant):
             return value
-        first = _fold(tensor, self.opset_imports, unknown_dim=7919)
-        if first is None:
-            return None
-        second = _fold(tensor, self.opset_imports, unknown_dim=104729)
-        if second is None or first.shape != second.shape or not np.array_equal(first, second):
-            return None
-        return first
+        return _static_value(tensor, self.opset_imports)
 
     def is_constant(self, tensor: gs.Tensor | None) -> bool:
         """True for initializers and tensors computed from constants only (cheap for weights)."""
@@ -424,7 +418,7 @@ def _root(parent: list[int], x: int) -> int:
     return root
 
 
-_FOLD_LIMIT = 64
+_FOLD_LIMIT = 256  # nodes: torchvision detectors pad the resized image with a 73-node computation
 
 
 def constant_value(tensor: gs.Constant) -> np.ndarray:
@@ -574,20 +568,81 @@ def name_unnamed_nodes(graph: gs.Graph) -> set[str]:
 
 def import_graph(proto: onnx.ModelProto) -> gs.Graph:
     """The model as an onnx-graphsurgeon graph with inferred shapes on its tensors. Shapes come
-    from inference on a copy whose large weights are left out (inference reads only their dims)."""
-    inferred = onnx.shape_inference.infer_shapes(shape_skeleton(proto), data_prop=True)
-    shapes = {}
-    for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
-        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim
-            ]
-        shapes.setdefault(info.name, None)
-    dtypes = {i.name: i.type.tensor_type.elem_type for i in inferred.graph.value_info if i.type.HasField("tensor_type")}
+    from inference on a copy whose large weights are left out (inference reads only their dims).
+    Where exporters compute Slice bounds, Reshape shapes or Resize sizes from Shape at run time
+    (ultralytics' C2f chunk, ShuffleNet's channel shuffle, torchvision detectors' transform),
+    inference loses every dim behind them; those operands are evaluated from the inferred shapes
+    when no unknown dim changes them, and inference runs again on the copy with them as
+    constants, so the tensors behind get their static sizes (the value pass needs them)."""
+    skeleton = shape_skeleton(proto)
     graph = gs.import_onnx(proto)
-    for name, tensor in graph.tensors().items():
-        if isinstance(tensor, gs.Variable) and tensor.shape is None and shapes.get(name) is not None:
-            tensor.shape = shapes[name]
-            if tensor.dtype is None and dtypes.get(name):
-                tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(dtypes[name])
+    _apply_shapes(graph, _infer_shapes(skeleton))
+    done: set[str] = set()
+    for _ in range(_REFINE_PASSES):
+        static = {}
+        for node in graph.nodes:
+            for i in _SHAPE_OPERANDS.get(node.op, ()):
+                t = node.inputs[i] if i < len(node.inputs) else None
+                if t is None or not t.name or isinstance(t, gs.Constant) or t.name in done or t.name in static:
+                    continue
+                value = _static_value(t, proto.opset_import)
+                if value is not None:
+                    static[t.name] = value
+        done |= set(static)
+        if not static:
+            break
+        for node in skeleton.graph.node:
+            for i, name in enumerate(node.input):
+                if name in static:
+                    node.input[i] = f"{name}__static"
+        skeleton.graph.initializer.extend(onnx.numpy_helper.from_array(v, f"{n}__static") for n, v in static.items())
+        _apply_shapes(graph, _infer_shapes(skeleton))
     return graph
+
+
+# Operands that say how big a tensor is (Slice bounds, Reshape shape, Resize sizes, ...).
+_SHAPE_OPERANDS = {
+    "Slice": (1, 2, 3, 4), "Split": (1,), "Reshape": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,),
+    "Tile": (1,), "ConstantOfShape": (0,), "Pad": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Range": (0, 1, 2),
+}  # fmt: skip
+_REFINE_PASSES = 4
+
+
+def _static_value(tensor: gs.Tensor, opset_imports) -> np.ndarray | None:
+    """The value of a tensor computed from shapes, when no unknown dim changes it."""
+    first = _fold(tensor, opset_imports, unknown_dim=7919)
+    if first is None:
+        return None
+    second = _fold(tensor, opset_imports, unknown_dim=104729)
+    if second is None or first.shape != second.shape or not np.array_equal(first, second):
+        return None
+    return first
+
+
+def _infer_shapes(skeleton: onnx.ModelProto) -> dict[str, tuple[list | None, int | None]]:
+    """Tensor name -> (inferred shape, element type) from onnx's shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    out: dict[str, tuple[list | None, int | None]] = {}
+    for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
+        dtype = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else None
+        shape = None
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim]
+        if info.name not in out or out[info.name][0] is None:
+            out[info.name] = (shape, dtype)
+    return out
+
+
+def _apply_shapes(graph: gs.Graph, shapes: dict[str, tuple[list | None, int | None]]) -> None:
+    """Give the graph's tensors the inferred shapes: where they have none, or sizes where they
+    have unknown dims of the same rank."""
+    for name, tensor in graph.tensors().items():
+        if not isinstance(tensor, gs.Variable) or shapes.get(name, (None, None))[0] is None:
+            continue
+        shape, dtype = shapes[name]
+        if tensor.shape is None:
+            tensor.shape = shape
+        elif len(tensor.shape) == len(shape):
+            tensor.shape = [d if isinstance(d, int) and d >= 0 else n for d, n in zip(tensor.shape, shape, strict=True)]
+        if tensor.dtype is None and dtype:
+            tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype)

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not run both models in onnxruntime on probe inputs to check the pruned one computes the same")
     prune.add_argument("--shape", nargs="+", default=(), metavar="NAME=1x3xHxW",
                        help="probe shapes of dynamic inputs (default: batch 1, 224 for a dynamic height or width)")
+    prune.add_argument("--exact-borders", action="store_true",
+                       help="fold constant channels behind zero padding exactly, adding a small constant map after "
+                            "each reader that needs one (default: the interior value into the bias, exact except at borders)")
 
     finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
     sparsify = sub.add_parser("sparsify", help="L1 sparsity training (the paper's step 1), with labels or --teacher")
@@ -251,7 +254,7 @@ def _prune(args: argparse.Namespace) -> int:
         params_target=args.params_target, sf=args.sf, sf_low=args.sf_low,
         sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, relative=args.relative,
         plan=args.plan, plan_out=args.plan_out, verify=not args.no_verify, shapes=_shapes(args.shape),
-        progress=not args.quiet and not args.json,
+        exact_borders=args.exact_borders, progress=not args.quiet and not args.json,
     )  # fmt: skip
     report.pop("model")
     if args.json:

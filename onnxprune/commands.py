@@ -98,6 +98,7 @@ def prune(
     plan_out: str | os.PathLike | None = None,
     verify: bool = True,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    exact_borders: bool = False,
     progress: bool = False,
 ) -> dict:
     """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
@@ -105,7 +106,9 @@ def prune(
     pruned layers' weights count as zero, or the smallest that removes `flops_target` of the
     FLOPs (`params_target` of the parameters). With `verify`, both models run in onnxruntime on
     seeded probe inputs (dynamic input shapes from `shapes`) and the deviation is reported;
-    VerificationError (nothing written) where removals called exact are not. Returns the JSON
+    VerificationError (nothing written) where removals called exact are not. With
+    `exact_borders`, constant channels behind zero padding are folded exactly (a constant map
+    added after the reader) instead of into the bias (exact except at borders). Returns the JSON
     object `onnxprune prune --json` prints, with the pruned `onnx.ModelProto` under the key
     "model" (not printed)."""
     say = _Progress(progress)
@@ -139,7 +142,7 @@ def prune(
         say("running the input model on probe inputs")
         reference = probe_reference(proto, shapes)
     say("removing channels")
-    result = apply_plan(analysis, chosen)
+    result = apply_plan(analysis, chosen, exact_borders)
     after = model_cost(result.model)
     verification = None
     if verify:

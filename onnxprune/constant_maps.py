@@ -5,7 +5,8 @@ A constant channel read by a zero-padded k x k conv is not constant at the outpu
 see fewer taps. The value pass keeps such channels as maps (one float64 array per channel, for
 static spatial sizes), carries them through depthwise convs and elementwise ops, and folds them
 into the reader as a constant map added to its output. Maps are constant away from the borders,
-so `compress` stores one row and column per run of equal ones, and two Gathers expand them again.
+so `compress` stores one row and column per run of equal ones, and two Gathers expand them again
+(`prune --exact-borders`); by default the reader's bias takes the interior value instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-__all__ = ["compress", "conv2d", "conv_geometry", "expanded", "uniform"]
+__all__ = ["compress", "conv2d", "conv_geometry", "expanded", "interior", "uniform"]
 
 
 def conv_geometry(node: gs.Node, in_hw: tuple[int, int], kernel: tuple[int, int]) -> tuple | None:
@@ -64,6 +65,11 @@ def uniform(m: np.ndarray) -> bool:
     """True when every channel of the (C, H, W) map holds one value."""
     flat = m.reshape(m.shape[0], -1)
     return bool(np.all(flat == flat[:, :1]))
+
+
+def interior(m: np.ndarray) -> np.ndarray:
+    """Per channel of the (C, H, W) map, its value away from the borders (the centre pixel)."""
+    return m[:, m.shape[1] // 2, m.shape[2] // 2]
 
 
 def _runs(m: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

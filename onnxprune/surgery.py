@@ -6,8 +6,9 @@ value is the same everywhere (a zero filter outputs its bias; BatchNorm, activat
 per-channel constants map that to another constant) are folded into the bias of each layer that
 reads them, which is exact for 1x1 convs, Gemm and padding-free convs. Behind zero padding a
 constant channel varies at the borders; with static spatial sizes the value pass follows it as a
-map (`constant_maps`) and folds it exactly as a constant map added to the reader's output, with
-dynamic sizes it folds the interior value into the bias (exact except at the borders). Each
+map (`constant_maps`) through depthwise convs and elementwise ops, and the reader folds the map's
+interior value into its bias (exact except at the borders), or with `exact_borders` adds the
+whole map to its output (exact; new Add and Gather nodes). Each
 removed channel is reported as `exact`, `folded` (exact fold), `folded_border` or `approximate`
 (its value varied, e.g. a near-zero filter cut at a threshold above zero: what fine-tuning is
 for).
@@ -97,8 +98,9 @@ class _MapFold:
 
 
 class _Surgery:
-    def __init__(self, analysis: ChannelAnalysis, plan: PrunePlan) -> None:
+    def __init__(self, analysis: ChannelAnalysis, plan: PrunePlan, exact_borders: bool = False) -> None:
         self.a = analysis
+        self.exact_borders = exact_borders
         self.nodes = {n.name: n for n in analysis.graph.nodes}
         self.keep_class = np.ones(len(analysis.class_group), dtype=bool)
         index = analysis.group_index()
@@ -242,11 +244,11 @@ class _Surgery:
         self.mark(x.name, positions[silent], "exact")
         varying = ~silent & ~np.isfinite(vals) & ~has_map
         self.mark(x.name, positions[varying], "approximate")
-        if (mapped.any() or (const.any() and zero_padded(node, tuple(w.shape[2:])))) and self._fold_map(
-            node, x, w, positions[const | mapped]
-        ):
-            self.mark(x.name, positions[const | mapped], "folded")
-            return
+        if mapped.any() or (const.any() and zero_padded(node, tuple(w.shape[2:]))):
+            status = self._fold_map(node, x, w, positions[const | mapped])
+            if status is not None:
+                self.mark(x.name, positions[const | mapped], status)
+                return
         self.mark(x.name, positions[mapped], "approximate")
         if not const.any():
             return
@@ -255,6 +257,9 @@ class _Surgery:
         uniform = node.op in ("Gemm", "MatMul") or (
             node.op == "Conv" and not zero_padded(node, tuple(w.shape[2:]))
         )  # fmt: skip
+        if node.op == "ConvTranspose" and self.exact_borders and self._fold_transpose_map(node, w, positions[const], vals[const]):
+            self.mark(x.name, positions[const], "folded")
+            return
         if node.op == "ConvTranspose" or (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0.0):
             self.mark(x.name, positions[const], "approximate")
             return
@@ -268,39 +273,58 @@ class _Surgery:
         self.modified.add(self._bias_name(node))
         self.mark(x.name, positions[const], "folded" if uniform else "folded_border")
 
-    def _fold_map(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, positions: np.ndarray) -> bool:
+    def _fold_map(self, node: gs.Node, x: gs.Tensor, w: np.ndarray, positions: np.ndarray) -> str | None:
         """Fold removed input channels `positions` of the 2-D Conv `node` that hold constants or
-        maps exactly: convolve them alone (zero padding included); a result that is uniform per
-        output goes into the bias, any other into a constant map added to the output. False when
-        the conv's geometry or sizes are not static (the caller falls back to bias folding)."""
+        maps: convolve them alone (zero padding included). A result uniform per output goes into
+        the bias ("folded"); any other, with `exact_borders`, into a constant map added to the
+        output ("folded"), else its interior value into the bias ("folded_border"). None when the
+        conv's geometry or sizes are not static (the caller falls back to scalar folding)."""
         y = node.outputs[0]
         in_hw, out_hw = self.spatial(x), self.spatial(y)
         if node.op != "Conv" or int(node.attrs.get("group", 1)) != 1 or w.ndim != 4 or in_hw is None or out_hw is None:
-            return False
+            return None
         geometry = constant_maps.conv_geometry(node, in_hw, tuple(w.shape[2:]))
         if geometry is None:
-            return False
+            return None
         delta = constant_maps.conv2d(self.planes(x, positions, in_hw), np.take(w, positions, axis=1), *geometry, out_hw)
-        if constant_maps.uniform(delta):
-            bias = self._bias(node, 0, create=True)
-            bias += delta[:, 0, 0].reshape(bias.shape).astype(bias.dtype)
-            self.modified.add(self._bias_name(node))
-            return True
-        self._add_map(node, delta.astype(w.dtype))
+        if self.exact_borders and not constant_maps.uniform(delta):
+            self._add_map(node, delta.astype(w.dtype))
+            return "folded"
+        bias = self._bias(node, 0, create=True)
+        bias += constant_maps.interior(delta).reshape(bias.shape).astype(bias.dtype)
+        self.modified.add(self._bias_name(node))
+        return "folded" if constant_maps.uniform(delta) else "folded_border"
+
+    def _fold_transpose_map(self, node: gs.Node, w: np.ndarray, positions: np.ndarray, vals: np.ndarray) -> bool:
+        """Constant input channels of a 2-D ConvTranspose whose stride is its kernel (no overlap,
+        no padding: ultralytics' and U-Nets' 2x upsampling): output pixel (i, j) sees tap
+        (i mod kh, j mod kw) alone, so the removed channels add a map that repeats with the
+        kernel's period, stored as one kernel-sized grid."""
+        y = node.outputs[0]
+        out_hw = self.spatial(y)
+        kernel = tuple(w.shape[2:])
+        if (out_hw is None or w.ndim != 4 or int(node.attrs.get("group", 1)) != 1
+                or tuple(node.attrs.get("strides", (1, 1))) != kernel or any(node.attrs.get("pads", (0,) * 4))
+                or any(d != 1 for d in node.attrs.get("dilations", (1, 1))) or any(node.attrs.get("output_padding", (0, 0)))
+                or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") or node.attrs.get("output_shape")):
+            return False  # fmt: skip
+        grid = np.einsum("k,koab->oab", vals, np.take(w, positions, axis=0).astype(np.float64))
+        rows, cols = np.arange(out_hw[0]) % kernel[0], np.arange(out_hw[1]) % kernel[1]
+        self._add_map(node, grid.astype(w.dtype), (grid.astype(w.dtype), rows, cols))
         return True
 
-    def _add_map(self, node: gs.Node, delta: np.ndarray) -> None:
+    def _add_map(self, node: gs.Node, delta: np.ndarray, compressed: tuple | None = None) -> None:
         """Insert `output = reader output + delta` (delta stored compressed, expanded by Gathers)
         right after `node`; the output keeps its name, so nothing downstream changes."""
         y = node.outputs[0]
-        grid, rows, cols = constant_maps.compress(delta)
+        grid, rows, cols = compressed if compressed is not None else constant_maps.compress(delta)
         name = self.a.unique_name(f"{node.name}_constant_map")
         const = gs.Constant(name, np.ascontiguousarray(grid[None]))
         raw = gs.Variable(self.a.unique_name(f"{y.name}_before_constant_map"), dtype=y.dtype)
         node.outputs[0] = raw
         added, current = [], const
         for axis, index in ((2, rows), (3, cols)):
-            if len(index) != int(grid.shape[axis - 1]):
+            if len(index) != int(grid.shape[axis - 1]) or np.any(index != np.arange(len(index))):
                 out = gs.Variable(self.a.unique_name(f"{name}_expanded"), dtype=y.dtype)
                 idx = gs.Constant(self.a.unique_name(f"{name}_index"), index)
                 added.append(gs.Node("Gather", self.a.unique_name(f"{name}_gather"), {"axis": axis}, [current, idx], [out]))
@@ -713,10 +737,13 @@ def _find_start(lx: np.ndarray, ly: np.ndarray) -> int:
     return int(np.nonzero(lx == ly[0])[0][0])
 
 
-def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan) -> SurgeryResult:
+def apply_plan(analysis: ChannelAnalysis, plan: PrunePlan, exact_borders: bool = False) -> SurgeryResult:
     """The model with the plan's channels removed. The analysis is consumed: its graph is
-    edited, and so is its model when the analysis loaded it itself (`owns_model`)."""
-    surgery = _Surgery(analysis, plan)
+    edited, and so is its model when the analysis loaded it itself (`owns_model`). With
+    `exact_borders`, constant channels behind zero padding are folded exactly, as constant maps
+    added after their readers (new Add and Gather nodes); without, the model keeps its nodes and
+    their interior values go into the readers' biases (exact except at the borders)."""
+    surgery = _Surgery(analysis, plan, exact_borders)
     surgery.propagate()
     changed = surgery.cut()
     keep, changed_nodes = surgery.record()

@@ -55,13 +55,14 @@ class Verification:
         return asdict(self)
 
 
-def _session(model: onnx.ModelProto):
+def _session(model: onnx.ModelProto | bytes):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures are raised and reported, not logged
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -142,12 +143,15 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy of `model` whose graph outputs are `names` (any tensors of the graph), without the
-    nodes they do not need (a post-processing that fails on no detections must not hide them)."""
+    nodes they do not need (a post-processing that fails on no detections must not hide them);
+    `model` itself when that is what it is already (no copy of a large model)."""
     needed, nodes = set(names), []
     for node in reversed(model.graph.node):
         if needed & set(node.output):
             nodes.append(node)
             needed |= _reads(node)
+    if names == [o.name for o in model.graph.output] and len(nodes) == len(model.graph.node):
+        return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.output[:], out.graph.node[:]
@@ -209,7 +213,8 @@ def probe_reference(
         compare, not_compared = _checkpoints(original)
         if not compare:
             return ProbeReference(not_compared=not_compared, skipped="every graph output comes through a discontinuous op")
-        session = _session(_with_outputs(original, compare))
+        probed = _with_outputs(original, compare)
+        session = _session(model_bytes if probed is original else probed)
         feeds = [probe_inputs(session, shapes or {}, seed) for seed in range(probes)]
         outputs = [session.run(compare, f) for f in feeds]
         run = compare

@@ -125,14 +125,27 @@ def test_a_constant_channel_into_matmul_is_folded_into_the_following_add():
     _same(constant, pruned, tol=1e-5)
 
 
-def test_a_constant_channel_into_a_padded_3x3_conv_is_folded_with_its_borders():
-    """Static sizes: the reader's output gains the constant map the removed channel made (border
-    pixels see fewer taps), so the fold is exact everywhere; see test_prune_wild for dynamic sizes."""
+def test_a_constant_channel_into_a_padded_3x3_conv_is_folded_at_the_borders():
     nodes = [helper.make_node("Conv", ["a", "wc", "bc"], ["y"], name="conv_c", pads=[1, 1, 1, 1])]
     model = _model(nodes, {"wc": _w(2, 4, 3, 3), "bc": _w(2)}, (1, 2, 8, 8))
     constant = T.constant_channels(model, "conv_a", [2], 0.75)
     pruned, groups = _prune(constant)
-    assert groups["conv_a"]["removal"]["folded"] == 1
+    assert groups["conv_a"]["removal"]["folded_border"] == 1
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    before, after = T.run(constant, x)[0], T.run(pruned, x)[0]
+    np.testing.assert_allclose(after[..., 1:-1, 1:-1], before[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(after, before, atol=1e-3), "the borders differ: that is what folded_border says"
+
+
+def test_exact_borders_adds_the_constant_map_to_a_padded_3x3_conv():
+    """The reader's output gains the constant map the removed channel made (border pixels see
+    fewer taps), so the fold is exact everywhere."""
+    nodes = [helper.make_node("Conv", ["a", "wc", "bc"], ["y"], name="conv_c", pads=[1, 1, 1, 1])]
+    model = _model(nodes, {"wc": _w(2, 4, 3, 3), "bc": _w(2)}, (1, 2, 8, 8))
+    constant = T.constant_channels(model, "conv_a", [2], 0.75)
+    report = onnxprune.prune(constant, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0, exact_borders=True)
+    pruned = report["model"]
+    assert next(g for g in report["groups"] if g["name"] == "conv_a")["removal"]["folded"] == 1
     assert [n.op_type for n in pruned.graph.node][-3:] == ["Gather", "Gather", "Add"]
     _same(constant, pruned)
 

@@ -301,14 +301,14 @@ def specs(draw) -> Spec:
 # ---------------------------------------------------------------------------------------------
 
 
-def prune(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+def prune(model: onnx.ModelProto, *extra: str) -> tuple[onnx.ModelProto, dict]:
     """`onnxprune prune IN -o OUT <zero filters> --json`, in process; the pruned model and report."""
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = cli.main(["prune", str(src), "-o", str(out), *SELECT_ZERO_FILTERS, "--json"])
+            code = cli.main(["prune", str(src), "-o", str(out), *SELECT_ZERO_FILTERS, "--json", *extra])
         assert code == 0, stderr.getvalue()
         return onnx.load(out), json.loads(stdout.getvalue())
 
@@ -326,11 +326,12 @@ def _emptied_split_parts(built: Built, conv: str, channels: tuple[int, ...]) -> 
     return sum(1 for part in built.split_parts if part and all(o in gone for o in part))
 
 
-def check_invariants(spec: Spec) -> tuple[onnx.ModelProto, dict]:
-    """Prune the spec's zeroed model and assert the invariants; returns the pruned model and report."""
+def check_invariants(spec: Spec, exact_borders: bool = False) -> tuple[onnx.ModelProto, dict]:
+    """Prune the spec's zeroed model and assert the invariants; returns the pruned model and report.
+    With `exact_borders`, border folds become constant maps (new nodes) and nothing is inexact."""
     built = build(spec)
     original, zeroed = built.model, built.zeroed
-    pruned, report = prune(zeroed)
+    pruned, report = prune(zeroed, *(("--exact-borders",) if exact_borders else ()))
 
     # 1. a valid model with the same interface, and no node it did not have
     onnx.checker.check_model(pruned, full_check=True)
@@ -338,7 +339,10 @@ def check_invariants(spec: Spec) -> tuple[onnx.ModelProto, dict]:
     assert [o.SerializeToString() for o in pruned.graph.output] == [
         o.SerializeToString() for o in original.graph.output
     ]
-    assert {n.name for n in pruned.graph.node} <= {n.name for n in original.graph.node}
+    added = {n.name for n in pruned.graph.node} - {n.name for n in original.graph.node}
+    assert all(exact_borders and "constant_map" in name for name in added), added
+    if exact_borders:
+        assert not any(g["removal"]["folded_border"] for g in report["groups"])
 
     # 2. the same outputs, wherever the report says every removal was exact
     x = np.random.default_rng(spec.seed ^ 0x5EED).standard_normal(INPUT_SHAPE).astype(np.float32)
@@ -384,6 +388,12 @@ def check_invariants(spec: Spec) -> tuple[onnx.ModelProto, dict]:
 @given(specs())
 def test_random_graphs_prune_zero_filters_exactly(spec):
     check_invariants(spec)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_random_graphs_with_exact_borders_fold_every_constant_exactly(spec):
+    check_invariants(spec, exact_borders=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,12 +232,18 @@ class DepthwiseChain(nn.Module):
                                                                (3, 0, 2, 2)])  # fmt: skip
 def test_constant_channels_through_a_depthwise_conv(bn, k, pad, stride, multiplier):
     """A removed stem channel holds a positive constant; through a zero-padded depthwise conv it
-    varies at the borders: folded exactly as a constant map added to the 1x1 conv's output,
-    stored as one row and column per run of equal ones."""
+    varies at the borders. By default its interior value goes into the 1x1 conv's bias (exact
+    but at the borders, and the model keeps its nodes); with exact_borders the whole map is added
+    to the 1x1 conv's output, stored as one row and column per run of equal ones."""
     module = _module(DepthwiseChain, k, pad, stride, multiplier)
     model = T.export_module(module, (1, 3, 10, 10), ("out",), bn)
     zeroed = _zero_filters(model, "/stem/Conv", [1, 5], bias=2.0)  # then 2.0 (BN: positive) everywhere
-    report = onnxprune.prune(zeroed, **ZERO)  # raises where a removal called exact is not
+    default = onnxprune.prune(zeroed, **ZERO)  # raises where a removal called exact is not
+    g = _group(default, "/stem/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["approximate"] == 0
+    assert bool(g["removal"]["folded_border"]) == bool(pad)
+    assert {n.name for n in default["model"].graph.node} <= {n.name for n in zeroed.graph.node}
+    report = onnxprune.prune(zeroed, **ZERO, exact_borders=True)
     g = _group(report, "/stem/Conv")
     assert g["channels_before"] - g["channels_after"] == 2
     assert g["removal"]["approximate"] == g["removal"]["folded_border"] == 0 and g["removal"]["folded"] >= 1
@@ -273,7 +279,7 @@ def test_a_map_through_a_pool_of_the_same_size_is_not_taken_as_unchanged():
     """A max pool changes a map's values, though not its size: the removal is approximate, not
     a wrong fold."""
     model = T.export_module(_module(DepthwiseThenPool), (1, 3, 10, 10), ("out",))
-    report = onnxprune.prune(_zero_filters(model, "/stem/Conv", [1, 5], bias=2.0), **ZERO)
+    report = onnxprune.prune(_zero_filters(model, "/stem/Conv", [1, 5], bias=2.0), **ZERO, exact_borders=True)
     g = _group(report, "/stem/Conv")
     assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["approximate"] == 2
 
@@ -291,12 +297,14 @@ class PaddedReader(nn.Module):
 
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 def test_a_constant_channel_into_a_padded_conv(dynamic):
-    """Static sizes: folded exactly (a constant map on the reader's output); dynamic sizes: the
-    interior value goes into the bias, exact except at the borders (`folded_border`)."""
+    """exact_borders with static sizes: folded exactly (a constant map on the reader's output);
+    with dynamic sizes the interior value goes into the bias, exact except at the borders
+    (`folded_border`)."""
     module = _module(PaddedReader)
     shape = (1, 3, 9, 9)
     model = _export_dynamic(module, shape) if dynamic else T.export_module(module, shape, ("out",))
-    report = onnxprune.prune(_zero_filters(model, "/a/Conv", [2, 3], bias=0.5), **ZERO, shapes={"input": shape})
+    report = onnxprune.prune(_zero_filters(model, "/a/Conv", [2, 3], bias=0.5), **ZERO, shapes={"input": shape},
+                             exact_borders=True)  # fmt: skip
     g = _group(report, "/a/Conv")
     assert g["channels_before"] - g["channels_after"] == 2
     if dynamic:
@@ -335,6 +343,23 @@ def test_slices_with_bounds_computed_from_shapes_are_cut():
     assert (g["channels_before"], g["channels_after"]) == (8, 6) and not g["pinned_by"]
     assert report["verification"]["status"] == "passed"
     onnx.checker.check_model(report["model"], full_check=True)
+
+
+def test_sizes_behind_computed_slice_bounds_are_inferred_and_maps_folded_there():
+    """onnx's shape inference loses every dim behind C2f's Slices (bounds computed from Shape);
+    the analysis evaluates the bounds and infers again, so the 3x3 conv behind gets static sizes
+    and a constant channel it reads is folded exactly, borders included."""
+    model = T.export_module(_module(C2f), (1, 3, 8, 8), ("out",))
+    plain = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    lost = {v.name for v in plain.graph.value_info if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+    m_input = next(n for n in model.graph.node if n.name == "/m/Conv").input[0]
+    assert m_input in lost  # what the refinement is for
+    analysis = analyze_channels(model)
+    assert analysis.tensor(m_input).shape == [1, 4, 8, 8]
+    report = onnxprune.prune(_zero_filters(model, "/cv1/Conv", [1, 6], bias=0.5), **ZERO, exact_borders=True)
+    g = _group(report, "/cv1/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2 and g["removal"]["folded"] == 2
+    assert report["verification"]["status"] == "passed"
 
 
 def test_inferred_dim_names_are_not_written():
@@ -407,13 +432,15 @@ def test_a_channel_shuffle_keeps_its_groups_equal(zeroed, removed):
 
 
 class ConvNeXtBlock(nn.Module):
-    """stem 3->8; depthwise 7x7; to NHWC; LayerNorm; Linear 8->32, GELU, Linear 32->8; layer scale;
-    back to NCHW; residual; GAP, Linear -> logits. The MLP's 32 hidden features are prunable; the
-    residual stream goes through LayerNorm over its channels and is not."""
+    """stem 3->8 with a channels-last LayerNorm; depthwise 7x7; to NHWC; LayerNorm; Linear 8->32,
+    GELU, Linear 32->8; layer scale; back to NCHW; residual; GAP, Linear -> logits. The MLP's 32
+    hidden features are prunable; the residual stream goes through LayerNorm over its channels
+    and is not."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stem_norm = nn.LayerNorm(8)
         self.dw = nn.Conv2d(8, 8, 7, padding=3, groups=8)
         self.norm = nn.LayerNorm(8)
         self.fc1 = nn.Linear(8, 32)
@@ -422,7 +449,7 @@ class ConvNeXtBlock(nn.Module):
         self.head = nn.Linear(8, 5)
 
     def forward(self, x):
-        x = self.stem(x)
+        x = self.stem_norm(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         y = self.norm(self.dw(x).permute(0, 2, 3, 1))
         y = self.gamma * self.fc2(F.gelu(self.fc1(y)))
         x = x + y.permute(0, 3, 1, 2)
@@ -441,7 +468,8 @@ def test_a_channels_last_mlp_loses_its_zero_hidden_features(bias):
     hidden = next(g for g in analysis.groups if fc1 in g.producer_nodes)
     assert hidden.size == 32 and not hidden.pinned
     stream = next(g for g in analysis.groups if "/stem/Conv" in g.producer_nodes)
-    assert any("LayerNormalization" in r and "normalizes over the channels" in r for r in stream.pinned_by)
+    assert stream.pinned_by and all("LayerNormalization" in r and "normalizes over the channels" in r or r.startswith("feeds")
+                                    for r in stream.pinned_by)  # not "grouped conv": the depthwise conv follows the stream
     report = onnxprune.prune(model, **ZERO)
     g = _group(report, fc1)
     assert (g["channels_before"], g["channels_after"]) == (32, 29)
@@ -508,3 +536,31 @@ def test_a_constant_channel_reduced_over_space_folds_its_reduced_value(how, dyna
         assert g["removal"]["approximate"] == 2
     else:
         assert g["removal"]["folded"] == 2 and report["verification"]["status"] == "passed"
+
+
+class Upsampler(nn.Module):
+    """conv 3->8 (1x1), ReLU, ConvTranspose 8->4 (kernel 2, stride 2: ultralytics' proto upsampling)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.a, self.up = nn.Conv2d(3, 8, 1), nn.ConvTranspose2d(8, 4, 2, stride=stride)
+
+    def forward(self, x):
+        return self.up(F.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+def test_a_constant_channel_into_a_conv_transpose(stride):
+    """Stride = kernel: each output pixel sees one tap, so the constant adds a map of the
+    kernel's period, folded exactly with exact_borders; overlapping taps (stride 1) stay
+    approximate."""
+    model = T.export_module(_module(Upsampler, stride), (1, 3, 6, 6), ("out",))
+    report = onnxprune.prune(_zero_filters(model, "/a/Conv", [2, 5], bias=0.5), **ZERO, exact_borders=True)
+    g = _group(report, "/a/Conv")
+    assert g["channels_before"] - g["channels_after"] == 2
+    if stride == 2:
+        assert g["removal"]["folded"] == 2 and report["verification"]["status"] == "passed"
+        grid = next(t for t in report["model"].graph.initializer if t.name.endswith("_constant_map"))
+        assert list(grid.dims) == [1, 4, 2, 2]
+    else:
+        assert g["removal"]["approximate"] == 2

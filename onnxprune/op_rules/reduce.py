@@ -63,7 +63,8 @@ def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
 def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
     """LayerNormalization over the channels (ConvNeXt's, on channels-last tensors) divides by their
     count and mixes their mean and variance into every output: no channel can go, not even a zero
-    one. Over other axes only, it is not followed either (rare in CNNs)."""
+    one. Over other axes only, it is not followed either (rare in CNNs). Its output keeps the
+    (pinned) channels, so the depthwise convs and residual Adds behind it follow them."""
     x = node.inputs[0]
     lx, rank = a.layout(x), a.rank(x)
     axis = int(node.attrs.get("axis", -1))
@@ -72,6 +73,9 @@ def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
         a.pin(lx, f"LayerNormalization {node.name} normalizes over the channels (their mean and variance reach every output)")
     else:
         a.pin(lx, f"LayerNormalization {node.name} normalizes over axes {axis}.. and has no rule for the channels it keeps")
+    # The output carries the same (pinned) channels, so what reads it names this reason too.
+    a.set_layout(node.outputs[0], lx, a.axis(x))
+    a.add_value_step(node, "opaque", (node.outputs[0].name,))
 
 
 RULES = {**{op: _reduce for op in REDUCE}, "LayerNormalization": _layer_norm, "LpNormalization": _across_channels, "Softmax": _across_channels,
