@@ -244,7 +244,7 @@ def verify_pruned(
     tolerance: float = TOLERANCE,
 ) -> Verification:
     """Run the pruned model on the reference's probes and compare. `keep` maps a tensor name to
-    the channels (axis 1) the pruned model kept of it, to compare intermediate tensors;
+    the channels (on its channel axis) the pruned model kept of it, to compare intermediate tensors;
     `changed_nodes` maps a node name to what the surgery did to it (named in the error). Raises
     VerificationError when `expect_exact` and a deviation exceeds `tolerance`."""
     if reference.skipped:
