@@ -19,7 +19,7 @@ from onnxprune.model_io import InputError, load_model, save_model
 from onnxprune.report import report_paths, write_prune_report
 from onnxprune.selection import Criteria, PrunePlan, select, threshold_for_sparsity
 from onnxprune.surgery import apply_plan
-from onnxprune.verify import probe_reference, verify_pruned
+from onnxprune.verify import probe_reference_async, verify_pruned
 
 __all__ = ["analyze", "format_analysis", "format_prune", "prune"]
 
@@ -118,6 +118,8 @@ def prune(
         _check_output(output, model)
     say("loading and analysing channel groups")
     analysis = analyze_channels(model)
+    if verify:  # onnxruntime runs the input model on the probes while the selection and surgery work
+        pending_reference = probe_reference_async(analysis.model, shapes)
     proto = analysis.model
     if plan is not None:
         chosen = plan if isinstance(plan, PrunePlan) else PrunePlan.load(plan)
@@ -138,15 +140,13 @@ def prune(
     if plan_out is not None:
         chosen.save(plan_out)
     before = model_cost(proto)  # before the surgery, which may edit `proto`
-    if verify:
-        say("running the input model on probe inputs")
-        reference = probe_reference(proto, shapes)
     say("removing channels")
     result = apply_plan(analysis, chosen, exact_borders)
     after = model_cost(result.model)
     verification = None
     if verify:
         say("verifying the pruned model against the input model")
+        reference = pending_reference.result()
         exact = all(not g.removal.get(s) for g in result.groups for s in ("folded_border", "approximate"))
         verification = verify_pruned(reference, result.model, keep=result.keep, expect_exact=exact,
                                      changed_nodes=result.changed_nodes)  # fmt: skip

@@ -12,6 +12,7 @@ named where it happens.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ import onnx
 
 from onnxprune.model_io import shape_skeleton
 
-__all__ = ["DISCONTINUOUS_OPS", "TOLERANCE", "ProbeReference", "Verification", "VerificationError", "probe_reference",
+__all__ = ["DISCONTINUOUS_OPS", "TOLERANCE", "ProbeReference", "Verification", "VerificationError", "probe_reference", "probe_reference_async",
            "verify_pruned"]
 
 TOLERANCE = 1e-4  # relative to each compared tensor's largest magnitude; float32 sums differ ~1e-7
@@ -206,32 +207,62 @@ def probe_reference(
     original: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, probes: int = PROBES
 ) -> ProbeReference:
     """Run the input model on `probes` seeded inputs (shapes of dynamic inputs from `shapes`)."""
-    if _too_big(original):
-        return ProbeReference(skipped="models of 2 GB or more are not run for verification")
+    return probe_reference_async(original, shapes, probes).result()
+
+
+def probe_reference_async(
+    original: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, probes: int = PROBES
+) -> Future:
+    """`probe_reference` in a background thread, so onnxruntime runs the input model while the
+    surgery works (both release the GIL in their heavy parts). What the thread needs is
+    serialized here first: the surgery may then edit `original`."""
     try:
+        if _too_big(original):
+            return _done(ProbeReference(skipped="models of 2 GB or more are not run for verification"))
         model_bytes = original.SerializeToString()
         compare, not_compared = _checkpoints(original)
         if not compare:
-            return ProbeReference(not_compared=not_compared, skipped="every graph output comes through a discontinuous op")
+            return _done(ProbeReference(not_compared=not_compared, skipped="every graph output comes through a discontinuous op"))
         probed = _with_outputs(original, compare)
-        session = _session(model_bytes if probed is original else probed)
-        feeds = [probe_inputs(session, shapes or {}, seed) for seed in range(probes)]
+        first = model_bytes if probed is original else probed.SerializeToString()
+        everything = _with_outputs(original, compare + not_compared).SerializeToString() if not_compared else None
+    except Exception as err:  # noqa: BLE001 - a model onnxruntime cannot run on probes is not verified
+        return _done(_unrunnable(err))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxprune-probe")
+    future = executor.submit(_run_probes, model_bytes, first, everything, compare, not_compared, shapes or {}, probes)
+    executor.shutdown(wait=False)
+    return future
+
+
+def _run_probes(model_bytes, first, everything, compare, not_compared, shapes, probes) -> ProbeReference:
+    try:
+        session = _session(first)
+        feeds = [probe_inputs(session, shapes, seed) for seed in range(probes)]
         outputs = [session.run(compare, f) for f in feeds]
         run = compare
-        if not_compared:  # the pruned model must run them too, where the input model does
+        if everything is not None:  # the pruned model must run them too, where the input model does
             try:
-                everything = compare + not_compared
-                session = _session(_with_outputs(original, everything))
+                session = _session(everything)
                 for f in feeds:
-                    session.run(everything, f)
-                run = everything
+                    session.run(compare + not_compared, f)
+                run = compare + not_compared
             except Exception:  # noqa: BLE001 - then only the compared tensors are asked of the pruned model
                 pass
     except Exception as err:  # noqa: BLE001 - a model onnxruntime cannot run on probes is not verified
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return ProbeReference(skipped=f"onnxruntime cannot run the input model on probe inputs ({first[:300]}); "
-                                      "give its input shapes with --shape")  # fmt: skip
+        return _unrunnable(err)
     return ProbeReference(model_bytes, feeds, compare, not_compared, outputs, run=run)
+
+
+def _unrunnable(err: Exception) -> ProbeReference:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ProbeReference(skipped=f"onnxruntime cannot run the input model on probe inputs ({first[:300]}); "
+                                  "give its input shapes with --shape")  # fmt: skip
+
+
+def _done(reference: ProbeReference) -> Future:
+    future: Future = Future()
+    future.set_result(reference)
+    return future
 
 
 def verify_pruned(
