@@ -153,11 +153,6 @@ def export(module, size: int) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _pointwise(analysis, node) -> bool:
-    """A MatMul over channels-last feature maps (a Linear layer there: ConvNeXt's MLP)."""
-    return node.op == "MatMul" and (analysis.rank(node.outputs[0]) or 0) > 2
-
-
 def layer_share(analysis, linear: bool = False) -> tuple[int, int, list]:
     """(output channels of the convs, or with `linear` of the pointwise MatMuls, those in prunable
     groups, commonest pin reasons by channels). The channels of a layer that is itself a graph
@@ -165,7 +160,9 @@ def layer_share(analysis, linear: bool = False) -> tuple[int, int, list]:
     outputs: no pruner may remove them, so they are not counted."""
     from collections import Counter
 
-    layers = {n.name: n for n in analysis.graph.nodes if (_pointwise(analysis, n) if linear else n.op == "Conv")}
+    from onnxprune.selection import is_pointwise_matmul
+
+    layers = {n.name: n for n in analysis.graph.nodes if (is_pointwise_matmul(analysis, n) if linear else n.op == "Conv")}
     pinned_by: dict[str, str] = {}
     for g in analysis.groups:
         output_only = g.pinned and all(r.startswith("feeds graph output") for r in g.pinned_by)
@@ -193,12 +190,13 @@ def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator, bias: str)
     exporter folded into it, as a zero filter after sparsity training does); returns the classes
     planted."""
     from onnxprune.index_maps import removed_positions
+    from onnxprune.selection import is_pointwise_matmul
 
     inits = {t.name: t for t in model.graph.initializer}
     planted = 0
 
     def axis(node) -> int | None:
-        return 0 if node.op == "Conv" else 1 if _pointwise(analysis, node) else None
+        return 0 if node.op == "Conv" else 1 if is_pointwise_matmul(analysis, node) else None
 
     for g in analysis.groups:
         if g.pinned or g.size < 2 or not any(axis(analysis.node(p)) is not None for p in g.producer_nodes):

@@ -135,6 +135,7 @@ class ChannelAnalysis:
         self.class_index: np.ndarray = np.zeros(0, dtype=np.int64)
         self._producer_ops: dict[str, str] = {}
         self._folded: dict[str, np.ndarray | None] = {}
+        self._static: dict[str, np.ndarray | None] = {}  # static_value results (import_graph's too)
         self._values: dict[str, np.ndarray] = {}
         self._names: set[str] | None = None
         self.opset_imports = list(model.opset_import)
@@ -183,7 +184,9 @@ class ChannelAnalysis:
         value = self.constant(tensor)
         if value is not None or tensor is None or isinstance(tensor, gs.Constant):
             return value
-        return _static_value(tensor, self.opset_imports)
+        if tensor.name not in self._static:
+            self._static[tensor.name] = _static_value(tensor, self.opset_imports)
+        return self._static[tensor.name]
 
     def is_constant(self, tensor: gs.Tensor | None) -> bool:
         """True for initializers and tensors computed from constants only (cheap for weights)."""
@@ -534,8 +537,9 @@ def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool 
     from onnxprune import op_rules
 
     proto = load_model(model, check=check)
-    graph = import_graph(proto)
+    graph, static = import_graph(proto)
     analysis = ChannelAnalysis(proto, graph)
+    analysis._static.update(static)
     analysis.owns_model = not isinstance(model, onnx.ModelProto)
     analysis.unnamed = name_unnamed_nodes(graph)
     for tensor in graph.inputs:
@@ -566,8 +570,9 @@ def name_unnamed_nodes(graph: gs.Graph) -> set[str]:
     return named
 
 
-def import_graph(proto: onnx.ModelProto) -> gs.Graph:
-    """The model as an onnx-graphsurgeon graph with inferred shapes on its tensors. Shapes come
+def import_graph(proto: onnx.ModelProto) -> tuple[gs.Graph, dict[str, np.ndarray]]:
+    """The model as an onnx-graphsurgeon graph with inferred shapes on its tensors, and the
+    values of the shape operands it evaluated (below) by tensor name. Shapes come
     from inference on a copy whose large weights are left out (inference reads only their dims).
     Where exporters compute Slice bounds, Reshape shapes or Resize sizes from Shape at run time
     (ultralytics' C2f chunk, ShuffleNet's channel shuffle, torchvision detectors' transform),
@@ -577,7 +582,7 @@ def import_graph(proto: onnx.ModelProto) -> gs.Graph:
     skeleton = shape_skeleton(proto)
     graph = gs.import_onnx(proto)
     _apply_shapes(graph, _infer_shapes(skeleton))
-    done: set[str] = set()
+    done: dict[str, np.ndarray] = {}
     for _ in range(_REFINE_PASSES):
         static = {}
         for node in graph.nodes:
@@ -588,7 +593,7 @@ def import_graph(proto: onnx.ModelProto) -> gs.Graph:
                 value = _static_value(t, proto.opset_import)
                 if value is not None:
                     static[t.name] = value
-        done |= set(static)
+        done.update(static)
         if not static:
             break
         for node in skeleton.graph.node:
@@ -597,7 +602,7 @@ def import_graph(proto: onnx.ModelProto) -> gs.Graph:
                     node.input[i] = f"{name}__static"
         skeleton.graph.initializer.extend(onnx.numpy_helper.from_array(v, f"{n}__static") for n, v in static.items())
         _apply_shapes(graph, _infer_shapes(skeleton))
-    return graph
+    return graph, done
 
 
 # Operands that say how big a tensor is (Slice bounds, Reshape shape, Resize sizes, ...).

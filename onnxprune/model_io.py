@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, external_data_helper
 
-__all__ = ["MIN_OPSET", "InputError", "check_model", "load_model", "save_model", "shape_skeleton"]
+__all__ = ["MIN_OPSET", "InputError", "check_model", "estimated_byte_size", "load_model", "save_model", "shape_skeleton"]
 
 # The oldest default-domain opset onnxruntime runs; older models must be converted first.
 MIN_OPSET = 7
@@ -71,7 +71,7 @@ def save_model(
         raise InputError(f"{out}: is a folder; give a file name for the output model")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / out.name
-        if _byte_size(model) >= external_data_threshold:
+        if estimated_byte_size(model) >= external_data_threshold:
             data_name = f"{out.name}.data"
             try:
                 onnx.save_model(
@@ -152,7 +152,7 @@ def check_model(proto: onnx.ModelProto) -> None:
         raise AssertionError(f"onnxprune produced an invalid model: {err}") from err
 
 
-def _byte_size(model: onnx.ModelProto) -> int:
+def estimated_byte_size(model: onnx.ModelProto) -> int:
     """Serialized size, estimated from the tensors (protobuf cannot size a message over 2 GiB)
     plus a margin for everything else (reading raw_data or ByteSize() would copy the data)."""
     total = 16 << 20

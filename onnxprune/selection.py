@@ -123,7 +123,8 @@ class PrunePlan:
             raise InputError(f"{path}: malformed plan ({err})") from err
 
 
-def _pointwise_matmul(analysis: ChannelAnalysis, node) -> bool:
+def is_pointwise_matmul(analysis: ChannelAnalysis, node) -> bool:
+    """A MatMul over channels-last feature maps or tokens (a Linear layer there: ConvNeXt's MLP)."""
     return node is not None and node.op == "MatMul" and (analysis.rank(node.outputs[0]) or 0) > 2
 
 
@@ -134,7 +135,7 @@ def default_layers(analysis: ChannelAnalysis, globs: tuple[str, ...]) -> set[str
     layers = {n for g in analysis.groups for n in g.producer_nodes}
     nodes = {n.name: n for n in analysis.graph.nodes}
     if not globs:
-        return {n for n in layers if analysis.producer_op(n) in conv.LAYER_OPS or _pointwise_matmul(analysis, nodes.get(n))}
+        return {n for n in layers if analysis.producer_op(n) in conv.LAYER_OPS or is_pointwise_matmul(analysis, nodes.get(n))}
     chosen = set()
     for name in layers:
         names = [name, *(t.name for t in nodes[name].outputs)] if name in nodes else [name]

@@ -406,6 +406,7 @@ class _Surgery:
         for out_name, segments, exact_nonzero in detail:
             parts, maps, offset = [], {}, 0
             out_hw = self.spatial(self.a.tensor(out_name))
+            moves_nothing = node.op in _MAP_KEEPING or (node.op == "Transpose" and list(node.attrs.get("perm", ()))[2:] == [2, 3])
             for source, positions in segments:
                 if source is None:
                     parts.append(np.asarray(positions, dtype=np.float64))
@@ -413,7 +414,6 @@ class _Surgery:
                     tensor = self.a.tensor(source)
                     parts.append(self.value(tensor)[positions])
                     source_maps = self.maps.get(source, {})
-                    moves_nothing = node.op in _MAP_KEEPING or (node.op == "Transpose" and list(node.attrs.get("perm", ()))[2:] == [2, 3])
                     same_size = out_hw is not None and self.spatial(tensor) == out_hw and moves_nothing
                     for i, p in enumerate(np.asarray(positions).tolist()):
                         if p in source_maps:

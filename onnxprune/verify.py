@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from onnxprune.model_io import shape_skeleton
+from onnxprune.model_io import estimated_byte_size, shape_skeleton
 
 __all__ = ["DISCONTINUOUS_OPS", "TOLERANCE", "ProbeReference", "Verification", "VerificationError", "probe_reference", "probe_reference_async",
            "verify_pruned"]
@@ -194,15 +194,6 @@ class ProbeReference:
     run: list[str] = field(default_factory=list)  # what the pruned model must compute: compare first
 
 
-def _too_big(model: onnx.ModelProto) -> bool:
-    """True when the model cannot be serialized in one piece for onnxruntime (2 GB; protobuf may
-    refuse even to measure it)."""
-    try:
-        return model.ByteSize() > 2**31 - 1 - 2**20
-    except Exception:  # noqa: BLE001 - google.protobuf.message.EncodeError: over 2 GB
-        return True
-
-
 def probe_reference(
     original: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, probes: int = PROBES
 ) -> ProbeReference:
@@ -216,9 +207,9 @@ def probe_reference_async(
     """`probe_reference` in a background thread, so onnxruntime runs the input model while the
     surgery works (both release the GIL in their heavy parts). What the thread needs is
     serialized here first: the surgery may then edit `original`."""
+    if estimated_byte_size(original) > 2**31 - 1:
+        return _done(ProbeReference(skipped="models of 2 GB or more are not run for verification"))
     try:
-        if _too_big(original):
-            return _done(ProbeReference(skipped="models of 2 GB or more are not run for verification"))
         model_bytes = original.SerializeToString()
         compare, not_compared = _checkpoints(original)
         if not compare:

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from onnxprune.channel_groups import ChannelAnalysis
 
 
-def _same(x: gs.Tensor, y: gs.Tensor, lx: np.ndarray, a: ChannelAnalysis, node: gs.Node) -> None:
-    a.set_layout(y, lx)
+def _same(x: gs.Tensor, y: gs.Tensor, lx: np.ndarray, a: ChannelAnalysis, node: gs.Node, axis: int = 1) -> None:
+    a.set_layout(y, lx, axis)
     a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
 
 
@@ -175,8 +175,7 @@ def _transpose(a: ChannelAnalysis, node: gs.Node) -> None:
     if moved not in (1, len(perm) - 1):
         a.pin(lx, f"Transpose {node.name} (perm={perm}) moves the channel axis to axis {moved}")
         return
-    a.set_layout(y, lx, moved)
-    a.add_value_step(node, "gather", ((y.name, ((x.name, np.arange(len(lx))),), True),))
+    _same(x, y, lx, a, node, moved)
 
 
 def axes_of(a: ChannelAnalysis, node: gs.Node) -> tuple[bool, list[int] | None]:
