@@ -143,6 +143,8 @@ class ChannelAnalysis:
         self._nodes: dict[str, gs.Node] | None = None
         self.owns_model = False  # True when loaded here from a file: the surgery may edit it
         self.unnamed: set[str] = set()  # nodes named here (for messages); the output keeps them unnamed
+        # Channels may pass LayerNormalization over them: the surgery pads removed constants back in.
+        self.pad_layer_norms = False
 
     # ----- what the rules read -------------------------------------------------------------
     def layout(self, tensor: gs.Tensor) -> np.ndarray | None:
@@ -531,9 +533,13 @@ def _pin_shared_constants(groups: list[ChannelGroup], raw_slices, graph: gs.Grap
                     g.pinned_by.append(reason)
 
 
-def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool = True) -> ChannelAnalysis:
+def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool = True,
+                     pad_layer_norms: bool = False) -> ChannelAnalysis:
     """Load (if a path), infer shapes and analyse the channel groups of `model` (validated
-    unless `check` is False: for a model `load_model` has just checked)."""
+    unless `check` is False: for a model `load_model` has just checked). With `pad_layer_norms`,
+    channels pass a LayerNormalization over them (ConvNeXt's): the surgery pads the constant
+    values of removed ones back in before the norm, so its statistics stay exact (a Pad and a
+    Slice per norm); without, such norms pin their channels."""
     from onnxprune import op_rules
 
     proto = load_model(model, check=check)
@@ -541,6 +547,7 @@ def analyze_channels(model: onnx.ModelProto | str | os.PathLike, *, check: bool 
     analysis = ChannelAnalysis(proto, graph)
     analysis._static.update(static)
     analysis.owns_model = not isinstance(model, onnx.ModelProto)
+    analysis.pad_layer_norms = pad_layer_norms
     analysis.unnamed = name_unnamed_nodes(graph)
     for tensor in graph.inputs:
         shape = analysis.shape(tensor)

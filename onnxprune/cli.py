@@ -26,6 +26,9 @@ _FOLD_BN_HELP = ("judge a conv followed by BatchNorm by its filters as deployed 
                  "instead of its raw weights")
 _RELATIVE_HELP = ("the threshold in units of each layer's RMS weight (each layer cut relative to its own scale) "
                   "instead of one absolute threshold, which empties layers with small weights first")
+_PAD_NORMS_HELP = ("let channels pass a LayerNormalization over them (ConvNeXt's): the removed ones' constant values are "
+                   "padded back in before the norm and sliced off after (a Pad and a Slice per norm; default: such norms "
+                   "pin their channels)")
 _ADD_BN_HELP = ("train with a BatchNorm after every conv that has none (exported models have theirs folded), folded "
                 "back into the conv when written: heavily pruned models recover far better")
 _PRECISE_BN_HELP = ("after training, re-estimate BatchNorm's running statistics on N training images (spread over "
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--layers", nargs="+", default=(), metavar="GLOB", help="globs over node or output names")
     analyze.add_argument("--fold-bn", action="store_true", help=_FOLD_BN_HELP)
     analyze.add_argument("--relative", action="store_true", help=_RELATIVE_HELP)
+    analyze.add_argument("--pad-layer-norms", action="store_true", help=_PAD_NORMS_HELP)
 
     prune = sub.add_parser("prune", help="remove the filters Algorithm 1 selects (or a saved plan's)")
     prune.add_argument("model", help="the ONNX model (never modified)")
@@ -83,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--exact-borders", action="store_true",
                        help="fold constant channels behind zero padding exactly, adding a small constant map after "
                             "each reader that needs one (default: the interior value into the bias, exact except at borders)")
+    prune.add_argument("--pad-layer-norms", action="store_true", help=_PAD_NORMS_HELP)
 
     finetune = sub.add_parser("finetune", help="train a (pruned) model: labels, or distillation from --teacher")
     sparsify = sub.add_parser("sparsify", help="L1 sparsity training (the paper's step 1), with labels or --teacher")
@@ -238,7 +243,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from onnxprune import commands
 
     report = commands.analyze(args.model, args.threshold, layers=tuple(args.layers), fold_bn=args.fold_bn,
-                              relative=args.relative, progress=args.verbose)  # fmt: skip
+                              relative=args.relative, pad_layer_norms=args.pad_layer_norms, progress=args.verbose)  # fmt: skip
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:
@@ -254,7 +259,7 @@ def _prune(args: argparse.Namespace) -> int:
         params_target=args.params_target, sf=args.sf, sf_low=args.sf_low,
         sg=args.sg, layers=tuple(args.layers), round_to=args.round_to, fold_bn=args.fold_bn, relative=args.relative,
         plan=args.plan, plan_out=args.plan_out, verify=not args.no_verify, shapes=_shapes(args.shape),
-        exact_borders=args.exact_borders, progress=not args.quiet and not args.json,
+        exact_borders=args.exact_borders, pad_layer_norms=args.pad_layer_norms, progress=not args.quiet and not args.json,
     )  # fmt: skip
     report.pop("model")
     if args.json:

@@ -44,16 +44,18 @@ def analyze(
     layers: tuple[str, ...] = (),
     fold_bn: bool = False,
     relative: bool = False,
+    pad_layer_norms: bool = False,
     progress: bool = False,
 ) -> dict:
     """Channel groups of `model` with their layers, channel counts, pins and, at `threshold`,
     the zero fraction of their filters (`fold_bn`: as deployed, as `prune --fold-bn` sees them;
-    `relative`: the threshold in units of each layer's RMS weight, as `prune --relative`).
+    `relative`: the threshold in units of each layer's RMS weight, as `prune --relative`;
+    `pad_layer_norms`: as `prune --pad-layer-norms` groups them).
     Returns the JSON object `onnxprune analyze --json` prints."""
     say = _Progress(progress)
     say("loading and analysing")
     proto = load_model(model)
-    analysis = analyze_channels(proto, check=False)
+    analysis = analyze_channels(proto, check=False, pad_layer_norms=pad_layer_norms)
     criteria = Criteria(threshold=threshold, layers=tuple(layers), fold_bn=fold_bn, relative=relative)
     _, group_stats = select(analysis, criteria, every_group=True)
     say("statistics done")
@@ -99,6 +101,7 @@ def prune(
     verify: bool = True,
     shapes: dict[str, tuple[int, ...]] | None = None,
     exact_borders: bool = False,
+    pad_layer_norms: bool = False,
     progress: bool = False,
 ) -> dict:
     """Remove the channels Algorithm 1 selects (or those of `plan`) and write the model to
@@ -108,7 +111,10 @@ def prune(
     seeded probe inputs (dynamic input shapes from `shapes`) and the deviation is reported;
     VerificationError (nothing written) where removals called exact are not. With
     `exact_borders`, constant channels behind zero padding are folded exactly (a constant map
-    added after the reader) instead of into the bias (exact except at borders). Returns the JSON
+    added after the reader) instead of into the bias (exact except at borders). With
+    `pad_layer_norms`, channels that pass a LayerNormalization over them can go too: the norm
+    reads the removed ones' constants, padded back in (a Pad and a Slice added per norm); without,
+    such norms pin them. Returns the JSON
     object `onnxprune prune --json` prints, with the pruned `onnx.ModelProto` under the key
     "model" (not printed)."""
     say = _Progress(progress)
@@ -117,7 +123,7 @@ def prune(
     if output is not None:
         _check_output(output, model)
     say("loading and analysing channel groups")
-    analysis = analyze_channels(model)
+    analysis = analyze_channels(model, pad_layer_norms=pad_layer_norms)
     if verify:  # onnxruntime runs the input model on the probes while the selection and surgery work
         pending_reference = probe_reference_async(analysis.model, shapes)
     proto = analysis.model

@@ -126,6 +126,7 @@ class _Surgery:
         self.map_folds: dict[str, _MapFold] = {}  # reader node -> the constant map added to its output
         self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused
         self.consumer_nodes = {sl.node for g in analysis.all_groups for sl in g.consumers}
+        self.norm_pads: dict[str, np.ndarray] = {}  # LayerNormalization -> its removed inputs' values
 
     # ----- helpers -------------------------------------------------------------------------
     def keep(self, tensor: str) -> np.ndarray:
@@ -461,6 +462,23 @@ class _Surgery:
                     out[p] = _REDUCE_MAP[op](m)
         self.values[node.outputs[0].name] = out
 
+    def _step_layer_norm(self, node: gs.Node, detail: tuple) -> None:
+        """A LayerNormalization over the channels: its removed inputs must be constants, which
+        the edit pads back in (exact); a varying one is approximate. A removed output is its
+        bias where its scale is zero, else it varies with the other channels."""
+        x, y = self.a.tensor(detail[0]), node.outputs[0]
+        gone = np.nonzero(~self.keep(x.name))[0]
+        out = np.full(len(self.keep(x.name)), np.nan)
+        if gone.size:
+            vals = self.value(x)[gone]
+            self.mark(x.name, gone[~np.isfinite(vals)], "approximate")
+            self.norm_pads[node.name] = np.where(np.isfinite(vals), vals, 0.0)
+            scale = self.array(node.inputs[1]).reshape(-1).astype(np.float64)[gone]
+            has_bias = len(node.inputs) > 2 and node.inputs[2].name
+            bias = self.array(node.inputs[2]).reshape(-1).astype(np.float64)[gone] if has_bias else np.zeros(len(gone))
+            out[gone] = np.where(scale == 0, bias, np.nan)
+        self.values[y.name] = out
+
     def _step_expand(self, node: gs.Node, detail: tuple) -> None:
         y = node.outputs[0]
         data = self.array(node.inputs[0])
@@ -685,6 +703,43 @@ class _Surgery:
         else:
             self._set_input(node, 1, np.array(pads, dtype=np.int64), "pads")
 
+    def _edit_layer_norm(self, node: gs.Node, edit) -> None:
+        """Pad the removed channels' constants back in at the end of the channel (last) axis, as
+        Pad (one value) or Pad + Add (several), normalize over all of them with zero scale and
+        bias there, and Slice the kept channels off: the norm's count, mean and variance are the
+        unpruned model's. The norm's output keeps its name."""
+        vals = self.norm_pads.get(node.name)
+        if vals is None:
+            return
+        x, y = node.inputs[0], node.outputs[0]
+        kept, m = int(self.keep(x.name).sum()), len(vals)
+        rank = len(self.a.shape(x))
+        dtype = node.inputs[1].values.dtype
+        name = lambda base: self.a.unique_name(f"{node.name}_{base}")  # noqa: E731
+        shape = [*x.shape[:-1], kept + m] if x.shape is not None else None
+        pads = np.zeros(2 * rank, dtype=np.int64)
+        pads[2 * rank - 1] = m
+        uniform = bool(np.all(vals == vals[0]))
+        padded = gs.Variable(name("padded"), dtype=x.dtype, shape=shape)
+        fill = gs.Constant(name("pad_value"), np.array(vals[0] if uniform else 0.0, dtype=dtype))
+        before = [gs.Node("Pad", name("pad_removed"), inputs=[x, gs.Constant(name("pads"), pads), fill], outputs=[padded])]
+        if not uniform:
+            filled = gs.Variable(name("filled"), dtype=x.dtype, shape=shape)
+            vector = gs.Constant(name("removed_values"), np.concatenate([np.zeros(kept), vals]).astype(dtype))
+            before.append(gs.Node("Add", name("fill_removed"), inputs=[padded, vector], outputs=[filled]))
+            padded = filled
+        node.inputs[0] = padded
+        for index in (1, 2):
+            if len(node.inputs) > index and node.inputs[index].name:
+                value = np.concatenate([np.asarray(node.inputs[index].values).reshape(-1), np.zeros(m, dtype=dtype)])
+                self._set_input(node, index, value, "scale" if index == 1 else "bias")
+        raw = gs.Variable(name("with_removed"), dtype=y.dtype, shape=shape)
+        node.outputs[0] = raw
+        bounds = [gs.Constant(name(n), np.array([v], dtype=np.int64)) for n, v in (("starts", 0), ("ends", kept), ("axes", rank - 1))]
+        after = gs.Node("Slice", name("slice_kept"), inputs=[raw, *bounds], outputs=[y])
+        at = self.a.graph.nodes.index(node)
+        self.a.graph.nodes[at : at + 1] = [*before, node, after]
+
     def _edit_group(self, node: gs.Node, edit) -> None:
         node.attrs["group"] = int(self.keep(edit.inputs[0]).sum())
 
@@ -711,6 +766,8 @@ class _Surgery:
                     done[node.name] = "folded the constant values of removed input channels into its bias"
         for reader in self.map_folds:
             done[reader] = "folded the constant maps of removed input channels into a map added to its output"
+        for norm in self.norm_pads:
+            done[norm] = "normalized over its kept channels and the removed ones' constants, padded back in"
         return keep, done
 
     def changes(self) -> list[GroupChange]:

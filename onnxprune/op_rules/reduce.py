@@ -62,20 +62,37 @@ def _across_channels(a: ChannelAnalysis, node: gs.Node) -> None:
 
 def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
     """LayerNormalization over the channels (ConvNeXt's, on channels-last tensors) divides by their
-    count and mixes their mean and variance into every output: no channel can go, not even a zero
-    one. Over other axes only, it is not followed either (rare in CNNs). Its output keeps the
-    (pinned) channels, so the depthwise convs and residual Adds behind it follow them."""
-    x = node.inputs[0]
+    count and mixes their mean and variance into every output: removing a channel, even a zero
+    one, changes every other. With `pad_layer_norms` the channels pass it all the same (its scale
+    and bias follow them): the surgery pads the removed channels' constant values back in before
+    the norm and slices them off after, which keeps the statistics exact. Otherwise, or over other
+    axes too, it pins them. Its output keeps the channels either way, so the depthwise convs and
+    residual Adds behind it follow them (and name this reason)."""
+    x, y = node.inputs[0], node.outputs[0]
     lx, rank = a.layout(x), a.rank(x)
     axis = int(node.attrs.get("axis", -1))
     axis = axis + rank if rank is not None and axis < 0 else axis
-    if rank is None or a.axis(x) >= axis:
-        a.pin(lx, f"LayerNormalization {node.name} normalizes over the channels (their mean and variance reach every output)")
+    params = [t for t in node.inputs[1:3] if t.name]
+    if rank is not None and a.axis(x) == axis == rank - 1 and a.pad_layer_norms:
+        if any(a.constant(t) is None or a.shape(t) != (len(lx),) for t in params):
+            a.pin(lx, f"LayerNormalization {node.name} has a computed or broadcast scale or bias")
+        elif any(t.name and t.outputs for t in node.outputs[1:]):
+            a.pin(lx, f"LayerNormalization {node.name}: its Mean and InvStdDev outputs are read")
+        else:
+            for t in params:
+                a.add_slice("follower", node, t, 0, lx)
+            a.add_edit(node, "layer_norm", (x.name,))
+            a.add_value_step(node, "layer_norm", (x.name,))
+            a.set_layout(y, lx, a.axis(x))
+            return
+    elif rank is None or a.axis(x) >= axis:
+        over = "the channels" if rank is not None and a.axis(x) == axis == rank - 1 else f"axes {axis}.. with the channels"
+        hint = "; prune --pad-layer-norms pads removed channels back in before it" if over == "the channels" else ""
+        a.pin(lx, f"LayerNormalization {node.name} normalizes over {over} (their mean and variance reach every output{hint})")
     else:
         a.pin(lx, f"LayerNormalization {node.name} normalizes over axes {axis}.. and has no rule for the channels it keeps")
-    # The output carries the same (pinned) channels, so what reads it names this reason too.
-    a.set_layout(node.outputs[0], lx, a.axis(x))
-    a.add_value_step(node, "opaque", (node.outputs[0].name,))
+    a.set_layout(y, lx, a.axis(x))
+    a.add_value_step(node, "opaque", (y.name,))
 
 
 RULES = {**{op: _reduce for op in REDUCE}, "LayerNormalization": _layer_norm, "LpNormalization": _across_channels, "Softmax": _across_channels,
