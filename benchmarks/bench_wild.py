@@ -1,7 +1,8 @@
 """Surgery on models in the wild: how much of each architecture can be pruned, and exactly?
 
 Exports torchvision classifiers, detectors and segmenters, timm's GhostNet and ultralytics YOLOs
-(random init, BatchNorm statistics drawn at random so folds are not trivially zero; TorchScript
+(random init, BatchNorm statistics and LayerNorm scales and biases drawn at random so folds are not
+trivially zero; TorchScript
 exporter, opset 17), plants all-zero filters in a quarter of the classes of every prunable conv
 (or pointwise MatMul) group, prunes at threshold 0 and reports, per model:
 
@@ -19,7 +20,11 @@ exporter, opset 17), plants all-zero filters in a quarter of the classes of ever
 - verification: prune's own check in onnxruntime (passed, deviates, skipped) and its deviation;
 - crash: any error (a VerificationError is an inexact removal called exact).
 
-Prunes with `exact_borders` (`--borders bias`: prune's default, border folds into the bias).
+Prunes with `exact_borders` (`--borders bias`: prune's default, border folds into the bias) and
+`pad_layer_norms` (`--norms pin`: prune's default, a LayerNormalization over channels pins them).
+A planted channel that passes such a norm has the norm's scale zeroed there too, as sparsity
+training on the norm's scale makes it: only then is the norm's output for it a constant (its bias)
+that the next layer's bias can take; with the scale kept it varies with the other channels.
 
     .venv/bin/pip install -c constraints.txt '.[bench]'      # timm and ultralytics (optional)
     .venv/bin/python -P benchmarks/bench_wild.py               # all models, about 10 minutes on 2 cores
@@ -145,6 +150,9 @@ def export(module, size: int) -> onnx.ModelProto:
                 m.bias.uniform_(-0.5, 0.5)
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
+            elif isinstance(m, torch.nn.LayerNorm) and m.elementwise_affine:  # ConvNeXt's: not ones and zeros either
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
     module.eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -187,8 +195,9 @@ def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator, bias: str)
     """Zero every producer filter (a conv's weight axis 0, a pointwise MatMul's weight axis 1) of a
     random PLANT_SHARE of the classes of each prunable group such layers make (in place), and with
     `bias` "zero" their biases too ("kept": the channel holds its bias, the BatchNorm shift the
-    exporter folded into it, as a zero filter after sparsity training does); returns the classes
-    planted."""
+    exporter folded into it, as a zero filter after sparsity training does); the scale of every
+    LayerNormalization the classes pass is zeroed there (its bias follows `bias`); returns the
+    classes planted."""
     from onnxprune.index_maps import removed_positions
     from onnxprune.selection import is_pointwise_matmul
 
@@ -213,11 +222,18 @@ def plant(model: onnx.ModelProto, analysis, rng: np.random.Generator, bias: str)
             index[sl.axis] = removed_positions(sl.index_map, keep)
             w[tuple(index)] = 0.0
             inits[sl.tensor].CopyFrom(numpy_helper.from_array(w, sl.tensor))
+        for sl in g.followers:
+            node = analysis.node(sl.node)
+            if node.op != "LayerNormalization" or sl.tensor not in inits or (bias == "kept" and sl.tensor != node.inputs[1].name):
+                continue
+            value = numpy_helper.to_array(inits[sl.tensor]).copy()
+            value[removed_positions(sl.index_map, keep)] = 0.0
+            inits[sl.tensor].CopyFrom(numpy_helper.from_array(value, sl.tensor))
         planted += len(chosen)
     return planted
 
 
-def run(name: str, bias: str, exact_borders: bool = True) -> Row:
+def run(name: str, bias: str, exact_borders: bool = True, pad_layer_norms: bool = True) -> Row:
     import onnxprune
     from onnxprune.channel_groups import analyze_channels
     from onnxprune.verify import VerificationError
@@ -235,11 +251,12 @@ def run(name: str, bias: str, exact_borders: bool = True) -> Row:
     except Exception as err:  # noqa: BLE001 - an exporter failure is the exporter's, reported as such
         return Row(label, kind, "export failed", error=f"{type(err).__name__}: {str(err)[:300]}")
     try:
-        analysis = analyze_channels(model)
+        analysis = analyze_channels(model, pad_layer_norms=pad_layer_norms)
         total, prunable, pins = layer_share(analysis)
         linear_total, linear_prunable, _ = layer_share(analysis, linear=True)
         planted = plant(model, analysis, np.random.default_rng(0), bias)
-        report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0, exact_borders=exact_borders)
+        report = onnxprune.prune(model, threshold=0.0, sf=1.0, sf_low=1.0, sg=1.0, exact_borders=exact_borders,
+                                  pad_layer_norms=pad_layer_norms)
         onnx.checker.check_model(report["model"], full_check=True)
     except VerificationError as err:
         return Row(label, kind, "inexact", error=str(err)[:600], seconds=time.perf_counter() - start)
@@ -279,11 +296,13 @@ def main() -> int:
                         help="planted filters with their biases zeroed, or kept (constant channels: folds)")
     parser.add_argument("--borders", choices=["exact", "bias"], default="exact",
                         help="prune --exact-borders (constant maps after readers), or prune's default (interior into the bias)")
+    parser.add_argument("--norms", choices=["pad", "pin"], default="pad",
+                        help="prune --pad-layer-norms (channels pass LayerNorms over them), or prune's default (they pin)")
     parser.add_argument("--out", default=str(RESULTS / "bench_wild"), help="results path without extension")
     args = parser.parse_args()
     rows = []
     for name, bias in ((n, b) for n in args.models for b in args.bias):
-        row = run(name, bias, args.borders == "exact")
+        row = run(name, bias, args.borders == "exact", args.norms == "pad")
         rows.append(row)
         print(f"{row.model:52s} {row.status:8s} share {row.share if row.share is None else round(row.share, 3)} "
               f"removed {row.removed}/{row.planted} {row.removal} {row.verification} {row.max_deviation} "
@@ -291,7 +310,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "python": platform.python_version(), "plant_share": PLANT_SHARE,
-            "borders": args.borders}  # fmt: skip
+            "borders": args.borders, "norms": args.norms}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     out.with_suffix(".md").write_text(table(rows) + "\n")
     print(table(rows))

@@ -151,12 +151,13 @@ class _Surgery:
         layout = self.a.layout(tensor)
         return self.values.get(tensor.name, np.full(len(layout) if layout is not None else 0, np.nan))
 
-    def spatial(self, tensor: gs.Tensor) -> tuple[int, int] | None:
-        """The static height and width of a 4-D tensor with its channels on axis 1, else None."""
-        shape = self.a.shape(tensor)
-        if shape is None or len(shape) != 4 or self.a.axis(tensor.name) != 1:
+    def spatial(self, tensor: gs.Tensor, channels_last: bool = False) -> tuple[int, int] | None:
+        """The static height and width of a 4-D tensor with its channels on axis 1 (or, where
+        `channels_last` says the caller handles it, axis 3), else None."""
+        shape, axis = self.a.shape(tensor), self.a.axis(tensor.name)
+        if shape is None or len(shape) != 4 or axis not in ((1, 3) if channels_last else (1,)):
             return None
-        hw = shape[2:]
+        hw = shape[2:] if axis == 1 else shape[1:3]
         return (hw[0], hw[1]) if all(isinstance(d, int) and d > 0 for d in hw) else None
 
     def planes(self, tensor: gs.Tensor, positions: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -319,21 +320,27 @@ class _Surgery:
         right after `node`; the output keeps its name, so nothing downstream changes."""
         y = node.outputs[0]
         grid, rows, cols = compressed if compressed is not None else constant_maps.compress(delta)
-        name = self.a.unique_name(f"{node.name}_constant_map")
-        const = gs.Constant(name, np.ascontiguousarray(grid[None]))
+        const, added, current = self._gathered(self.a.unique_name(f"{node.name}_constant_map"), grid[None], rows, cols, (2, 3), y.dtype)
         raw = gs.Variable(self.a.unique_name(f"{y.name}_before_constant_map"), dtype=y.dtype)
         node.outputs[0] = raw
-        added, current = [], const
-        for axis, index in ((2, rows), (3, cols)):
-            if len(index) != int(grid.shape[axis - 1]) or np.any(index != np.arange(len(index))):
-                out = gs.Variable(self.a.unique_name(f"{name}_expanded"), dtype=y.dtype)
-                idx = gs.Constant(self.a.unique_name(f"{name}_index"), index)
-                added.append(gs.Node("Gather", self.a.unique_name(f"{name}_gather"), {"axis": axis}, [current, idx], [out]))
-                current = out
         added.append(gs.Node("Add", self.a.unique_name(f"{node.name}_add_constant_map"), inputs=[raw, current], outputs=[y]))
         at = self.a.graph.nodes.index(node) + 1
         self.a.graph.nodes[at:at] = added
         self.map_folds[node.name] = _MapFold(const, y.name, grid, rows, cols)
+
+    def _gathered(self, name: str, grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, axes: tuple[int, int], dtype):
+        """A run-compressed map: the constant `grid` and the Gathers along its height and width
+        `axes` that expand it by `rows` and `cols` (none where nothing repeats). Returns the
+        constant, the Gather nodes and the expanded tensor."""
+        const = gs.Constant(name, np.ascontiguousarray(grid))
+        added, current = [], const
+        for axis, index in zip(axes, (rows, cols), strict=True):
+            if len(index) != int(grid.shape[axis]) or np.any(index != np.arange(len(index))):
+                out = gs.Variable(self.a.unique_name(f"{name}_expanded"), dtype=dtype)
+                idx = gs.Constant(self.a.unique_name(f"{name}_index"), index)
+                added.append(gs.Node("Gather", self.a.unique_name(f"{name}_gather"), {"axis": axis}, [current, idx], [out]))
+                current = out
+        return const, added, current
 
     def _bias(self, node: gs.Node, out_axis: int, create: bool) -> np.ndarray | None:
         """The working copy of the layer's bias (Conv B, Gemm C, the Add after a MatMul), made
@@ -406,8 +413,11 @@ class _Surgery:
     def _step_gather(self, node: gs.Node, detail: tuple) -> None:
         for out_name, segments, exact_nonzero in detail:
             parts, maps, offset = [], {}, 0
-            out_hw = self.spatial(self.a.tensor(out_name))
-            moves_nothing = node.op in _MAP_KEEPING or (node.op == "Transpose" and list(node.attrs.get("perm", ()))[2:] == [2, 3])
+            # A Transpose keeps the maps when height and width stay in order (NCHW <-> NHWC too).
+            perm = list(node.attrs.get("perm", ())) if node.op == "Transpose" else []
+            transposes = perm[2:] == [2, 3] or perm in ([0, 2, 3, 1], [0, 3, 1, 2])
+            out_hw = self.spatial(self.a.tensor(out_name), channels_last=transposes)
+            moves_nothing = node.op in _MAP_KEEPING or transposes
             for source, positions in segments:
                 if source is None:
                     parts.append(np.asarray(positions, dtype=np.float64))
@@ -415,7 +425,7 @@ class _Surgery:
                     tensor = self.a.tensor(source)
                     parts.append(self.value(tensor)[positions])
                     source_maps = self.maps.get(source, {})
-                    same_size = out_hw is not None and self.spatial(tensor) == out_hw and moves_nothing
+                    same_size = out_hw is not None and self.spatial(tensor, channels_last=transposes) == out_hw and moves_nothing
                     for i, p in enumerate(np.asarray(positions).tolist()):
                         if p in source_maps:
                             if same_size and exact_nonzero:
@@ -463,16 +473,27 @@ class _Surgery:
         self.values[node.outputs[0].name] = out
 
     def _step_layer_norm(self, node: gs.Node, detail: tuple) -> None:
-        """A LayerNormalization over the channels: its removed inputs must be constants, which
-        the edit pads back in (exact); a varying one is approximate. A removed output is its
-        bias where its scale is zero, else it varies with the other channels."""
+        """A LayerNormalization over the channels: its removed inputs must be constants or maps,
+        which the edit pads back in (exact; a map, without `exact_borders`, as its interior value:
+        a border fold); a varying one is approximate. A removed output is its bias where its
+        scale is zero, else it varies with the other channels."""
         x, y = self.a.tensor(detail[0]), node.outputs[0]
         gone = np.nonzero(~self.keep(x.name))[0]
         out = np.full(len(self.keep(x.name)), np.nan)
         if gone.size:
-            vals = self.value(x)[gone]
-            self.mark(x.name, gone[~np.isfinite(vals)], "approximate")
-            self.norm_pads[node.name] = np.where(np.isfinite(vals), vals, 0.0)
+            vals, maps = self.value(x)[gone], self.maps.get(x.name, {})
+            has_map = np.isin(gone, self.mapped(x))
+            hw = self.spatial(x, channels_last=True)
+            planes = None
+            if has_map.any() and self.exact_borders and hw is not None:
+                planes = self.planes(x, gone, hw)
+            elif has_map.any():
+                vals = vals.copy()
+                vals[has_map] = [constant_maps.interior(maps[p][None])[0] for p in gone[has_map].tolist()]
+                self.mark(x.name, gone[has_map], "folded_border")
+            self.mark(x.name, gone[~np.isfinite(vals) & ~has_map], "approximate")
+            vals = np.where(np.isfinite(vals), vals, 0.0)
+            self.norm_pads[node.name] = (vals, planes)
             scale = self.array(node.inputs[1]).reshape(-1).astype(np.float64)[gone]
             has_bias = len(node.inputs) > 2 and node.inputs[2].name
             bias = self.array(node.inputs[2]).reshape(-1).astype(np.float64)[gone] if has_bias else np.zeros(len(gone))
@@ -704,13 +725,14 @@ class _Surgery:
             self._set_input(node, 1, np.array(pads, dtype=np.int64), "pads")
 
     def _edit_layer_norm(self, node: gs.Node, edit) -> None:
-        """Pad the removed channels' constants back in at the end of the channel (last) axis, as
-        Pad (one value) or Pad + Add (several), normalize over all of them with zero scale and
-        bias there, and Slice the kept channels off: the norm's count, mean and variance are the
-        unpruned model's. The norm's output keeps its name."""
-        vals = self.norm_pads.get(node.name)
-        if vals is None:
+        """Pad the removed channels' values back in at the end of the channel (last) axis: Pad
+        (one constant), Pad + Add of a vector (several), or with maps Pad + Add of their grid,
+        expanded by Gathers; normalize over all of them with zero scale and bias there, and
+        Slice the kept channels off. The norm's count, mean and variance are the unpruned
+        model's; its output keeps its name."""
+        if node.name not in self.norm_pads:
             return
+        vals, planes = self.norm_pads[node.name]
         x, y = node.inputs[0], node.outputs[0]
         kept, m = int(self.keep(x.name).sum()), len(vals)
         rank = len(self.a.shape(x))
@@ -719,14 +741,20 @@ class _Surgery:
         shape = [*x.shape[:-1], kept + m] if x.shape is not None else None
         pads = np.zeros(2 * rank, dtype=np.int64)
         pads[2 * rank - 1] = m
-        uniform = bool(np.all(vals == vals[0]))
+        uniform = planes is None and bool(np.all(vals == vals[0]))
         padded = gs.Variable(name("padded"), dtype=x.dtype, shape=shape)
         fill = gs.Constant(name("pad_value"), np.array(vals[0] if uniform else 0.0, dtype=dtype))
         before = [gs.Node("Pad", name("pad_removed"), inputs=[x, gs.Constant(name("pads"), pads), fill], outputs=[padded])]
+        if planes is not None:  # (N, H, W, C): the grid (1, r, s, C), zero on the kept channels
+            full = np.concatenate([np.zeros((kept, *planes.shape[1:])), planes])
+            grid, rows, cols = constant_maps.compress(full)
+            _, gathers, addend = self._gathered(name("constant_map"), np.moveaxis(grid, 0, -1)[None].astype(dtype), rows, cols, (1, 2), x.dtype)
+            before.extend(gathers)
+        elif not uniform:
+            addend = gs.Constant(name("removed_values"), np.concatenate([np.zeros(kept), vals]).astype(dtype))
         if not uniform:
             filled = gs.Variable(name("filled"), dtype=x.dtype, shape=shape)
-            vector = gs.Constant(name("removed_values"), np.concatenate([np.zeros(kept), vals]).astype(dtype))
-            before.append(gs.Node("Add", name("fill_removed"), inputs=[padded, vector], outputs=[filled]))
+            before.append(gs.Node("Add", name("fill_removed"), inputs=[padded, addend], outputs=[filled]))
             padded = filled
         node.inputs[0] = padded
         for index in (1, 2):

@@ -478,10 +478,12 @@ def test_a_channels_last_mlp_loses_its_zero_hidden_features(bias):
 
 
 def _silence_stream(module: ConvNeXtBlock, channels: list[int], case: str) -> None:
-    """Stream channels `channels` all zero: the stem's filters, the stem norm's scale and bias and
-    the MLP's output rows. "exact": the block's depthwise conv and norm read zeros everywhere;
-    "folded": the depthwise biases and block norm's bias stay (the norm reads distinct constants,
-    outputs its bias: folded into fc1's); "approximate": the block norm's scale stays too."""
+    """Stream channels `channels` silent: the stem's filters and the MLP's output rows zero, and
+    the stem norm's scale. "exact": everything the block reads there is zero; "folded": the stream
+    stays zero, the depthwise biases and the block norm's bias do not (the norm reads distinct
+    constants and outputs its bias: folded into fc1's); "map": the stem norm's bias does not either,
+    so the stream is a nonzero constant and the padded depthwise conv makes maps of it;
+    "approximate": as "folded", with the block norm's scale kept (its output varies)."""
     with torch.no_grad():
         for p in (module.stem.weight, module.stem.bias, module.stem_norm.weight, module.stem_norm.bias,
                   module.fc2.weight, module.fc2.bias):  # fmt: skip
@@ -492,30 +494,36 @@ def _silence_stream(module: ConvNeXtBlock, channels: list[int], case: str) -> No
         else:
             module.dw.bias[channels] = torch.tensor([0.3, -0.8])
             module.norm.bias[channels] = torch.tensor([0.5, 1.1])
+        if case == "map":
+            module.stem_norm.bias[channels] = torch.tensor([0.4, -0.6])
         if case != "approximate":
             module.norm.weight[channels] = 0.0
 
 
-@pytest.mark.parametrize("case", ["exact", "folded", "approximate"])
-def test_channels_pass_a_layer_norm_over_them_when_padded_back_in(case):
+@pytest.mark.parametrize(("case", "exact_borders", "status"), [
+    ("exact", False, "exact"), ("folded", False, "folded"), ("map", True, "folded"), ("map", False, "folded_border"),
+    ("approximate", False, "approximate"),
+])  # fmt: skip
+def test_channels_pass_a_layer_norm_over_them_when_padded_back_in(case, exact_borders, status):
     """ConvNeXt's stream: with pad_layer_norms the norms no longer pin it; a removed channel's
-    constant is padded back in before each norm (a Pad, and an Add for distinct constants), so the
-    kept channels' statistics are the unpruned model's; a removed norm output is its bias only
-    where its scale is zero."""
+    value is padded back in before each norm (a Pad; an Add of distinct constants, or of maps
+    expanded by Gathers with exact_borders), so the kept channels' statistics are the unpruned
+    model's; a removed norm output is its bias only where its scale is zero."""
     module = _module(ConvNeXtBlock)
     _silence_stream(module, [2, 5], case)
     model = T.export_module(module, (1, 3, 12, 12), ("logits",))
     assert "--pad-layer-norms" in _group(onnxprune.prune(model, **ZERO, verify=False), "/stem/Conv")["pinned_by"][0]
-    report = onnxprune.prune(model, **ZERO, pad_layer_norms=True)
+    report = onnxprune.prune(model, **ZERO, pad_layer_norms=True, exact_borders=exact_borders)
     g = _group(report, "/stem/Conv")
     assert not g["pinned_by"] and (g["channels_before"], g["channels_after"]) == (8, 6)
-    assert g["removal"][case] == 2 and sum(g["removal"].values()) == 2
+    assert g["removal"][status] == 2 and sum(g["removal"].values()) == 2
     ops = [n.op_type for n in report["model"].graph.node]
     assert ops.count("LayerNormalization") == 2 and ops.count("Pad") == 2 and ops.count("Slice") == 2
     assert ops.count("Add") == sum(n.op_type == "Add" for n in model.graph.node) + (case != "exact")
-    if case == "approximate":
+    assert ("Gather" in ops) == (status == "folded" and case == "map")
+    if status == "approximate":
         assert report["verification"]["max_deviation"] > 1e-4  # what fine-tuning is for
-    else:
+    elif status != "folded_border":
         assert report["verification"]["status"] == "passed"
 
 
