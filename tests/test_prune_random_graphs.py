@@ -1,5 +1,6 @@
 """`onnxprune prune` on random small CNNs built with onnx.helper: whatever the topology, removing
-exactly-zero filters keeps the model valid, keeps its interface and node names, computes the same
+exactly-zero filters keeps the model valid, keeps its interface and node names (adding only the
+constant maps of exact borders and the pads of LayerNorms), computes the same
 outputs (where the report says the removal is exact), reports consistent channel counts, and
 removes every zeroed channel that nothing ties or pins.
 
@@ -23,6 +24,10 @@ Blocks, each applied to the current tensor (C channels, S x S spatial; the input
 - ("maxpool",) / ("avgpool",): 2x2, stride 2 (only while S >= 4).
 - ("resize_pool",): Resize nearest x2 (inputs X, '', scales [1, 1, 2, 2]), MaxPool 2x2 back.
 - ("mul",) / ("add",): times / plus a per-channel constant of shape (C, 1, 1).
+- ("layer_norm", silent): Transpose to NHWC, LayerNormalization over the channels (random scale
+  and bias), Transpose back (ConvNeXt's LayerNorm2d); with `silent`, the scale is zero on the
+  channels the spec zeroes (their norm output is its bias: exact), else they are approximate.
+  Pruned with `--pad-layer-norms`.
 Heads: "gap_gemm" (GlobalAveragePool, Flatten, Gemm transB=1 to 5 outputs) or "flatten_matmul"
 (Flatten, MatMul by a constant, Add a bias constant).
 
@@ -102,6 +107,7 @@ class _Graph:
         # Where each channel of the current tensor comes from: the conv that made it (through
         # channel-wise ops, a depthwise conv or a residual Add, which keep or tie its channels).
         self.origin: list[Origin] = [None] * self.c
+        self.zero: dict[str, tuple[int, ...]] = {}  # the spec's zeroed channels, for norm scales
         self.split_parts: list[list[Origin]] = []
 
     def const(self, name: str, array, dtype=np.float32) -> str:
@@ -200,6 +206,15 @@ def _block(g: _Graph, i: int, block: tuple) -> None:
         low, high = (0.5, 2.0) if kind == "mul" else (-1.0, 1.0)
         value = g.const(f"{p}_{kind}.value", g.rng.uniform(low, high, (g.c, 1, 1)))
         g.x = g.node(kind.capitalize(), [g.x, value], f"{p}_{kind}")[0]
+    elif kind == "layer_norm":
+        (silent,) = args
+        scale = g.rng.uniform(0.5, 1.5, g.c)
+        if silent:
+            scale[[k for k, o in enumerate(g.origin) if o is not None and o[1] in g.zero.get(o[0], ())]] = 0.0
+        (y,) = g.node("Transpose", [g.x], f"{p}_to_nhwc", perm=[0, 2, 3, 1])
+        (y,) = g.node("LayerNormalization", [y, g.const(f"{p}_norm.scale", scale), g.const(f"{p}_norm.B", g.rng.uniform(-0.5, 0.5, g.c))],
+                      f"{p}_norm", axis=-1, epsilon=1e-5)  # fmt: skip
+        g.x = g.node("Transpose", [y], f"{p}_to_nchw", perm=[0, 3, 1, 2])[0]
     else:
         raise ValueError(f"unknown block {block!r}")
 
@@ -223,6 +238,7 @@ def _head(g: _Graph, head: str) -> None:
 
 def build(spec: Spec) -> Built:
     g = _Graph(spec.seed)
+    g.zero = dict(spec.zero)
     for i, block in enumerate(spec.blocks):
         _block(g, i, block)
     _head(g, spec.head)
@@ -256,13 +272,13 @@ def specs(draw) -> Spec:
     blocks = []
     for _ in range(draw(st.integers(1, 6))):
         kinds = ["conv3x3", "conv1x1_bn", "depthwise", "residual", "identity_residual", "concat", "split",
-                 "resize_pool", "mul", "add"] + (["maxpool", "avgpool"] if s >= 4 else [])  # fmt: skip
+                 "resize_pool", "mul", "add", "layer_norm"] + (["maxpool", "avgpool"] if s >= 4 else [])  # fmt: skip
         kind = draw(st.sampled_from(kinds))
         if kind == "conv3x3":
             block = (kind, draw(_WIDTH), draw(st.booleans()))
         elif kind == "conv1x1_bn":
             block = (kind, draw(_WIDTH), draw(st.sampled_from(ACTIVATIONS)))
-        elif kind in ("depthwise", "identity_residual"):
+        elif kind in ("depthwise", "identity_residual", "layer_norm"):
             block = (kind, draw(st.booleans()))
         elif kind == "residual":
             block = (kind, draw(_WIDTH), draw(_KERNEL), draw(_KERNEL), draw(st.booleans()), draw(st.booleans()),
@@ -331,7 +347,7 @@ def check_invariants(spec: Spec, exact_borders: bool = False) -> tuple[onnx.Mode
     With `exact_borders`, border folds become constant maps (new nodes) and nothing is inexact."""
     built = build(spec)
     original, zeroed = built.model, built.zeroed
-    pruned, report = prune(zeroed, *(("--exact-borders",) if exact_borders else ()))
+    pruned, report = prune(zeroed, "--pad-layer-norms", *(("--exact-borders",) if exact_borders else ()))
 
     # 1. a valid model with the same interface, and no node it did not have
     onnx.checker.check_model(pruned, full_check=True)
@@ -340,7 +356,8 @@ def check_invariants(spec: Spec, exact_borders: bool = False) -> tuple[onnx.Mode
         o.SerializeToString() for o in original.graph.output
     ]
     added = {n.name for n in pruned.graph.node} - {n.name for n in original.graph.node}
-    assert all(exact_borders and "constant_map" in name for name in added), added
+    norms = tuple(f"{n.name}_" for n in original.graph.node if n.op_type == "LayerNormalization")
+    assert all((exact_borders and "constant_map" in name) or name.startswith(norms) for name in added), added
     if exact_borders:
         assert not any(g["removal"]["folded_border"] for g in report["groups"])
 
@@ -442,3 +459,25 @@ def test_split_part_whose_channels_are_all_zeroed_keeps_one():
     split = next(n for n in pruned.graph.node if n.name == "b1_split")
     sizes = next(t for t in pruned.graph.initializer if t.name == split.input[1])
     assert numpy_helper.to_array(sizes).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(("exact_borders", "status"), [(False, "folded_border"), (True, "folded")])
+def test_constant_maps_reach_a_padded_layer_norm_through_nhwc(exact_borders, status):
+    # conv (channels 1 and 2 zero) + a per-channel constant: constants; the padded depthwise conv
+    # makes maps of them, which the Transpose to NHWC carries to the norm (scale zero there): padded
+    # back in as maps with exact borders, as their interior value without.
+    spec = Spec(4, (("conv3x3", 4, True), ("add",), ("depthwise", True), ("layer_norm", True), ("conv3x3", 3, True)),
+                "gap_gemm", (("b0_conv", (1, 2)),))  # fmt: skip
+    pruned, report = check_invariants(spec, exact_borders=exact_borders)
+    group = _group_of(report, "b0_conv")
+    assert group["channels_after"] == 2 and group["removal"][status] == 2
+    names = {n.name for n in pruned.graph.node}
+    assert {"b3_norm_pad_removed", "b3_norm_slice_kept"} <= names
+    assert any("b3_norm_constant_map" in n for n in names) == exact_borders == ("b3_norm_fill_removed" in names)
+
+
+def test_a_layer_norm_whose_scale_stays_makes_its_removed_channels_approximate():
+    spec = Spec(5, (("conv3x3", 4, True), ("layer_norm", False), ("conv3x3", 3, True)), "gap_gemm", (("b0_conv", (0, 3)),))
+    _, report = check_invariants(spec)
+    group = _group_of(report, "b0_conv")
+    assert group["channels_after"] == 2 and group["removal"]["approximate"] == 2
