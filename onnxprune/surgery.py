@@ -126,7 +126,8 @@ class _Surgery:
         self.map_folds: dict[str, _MapFold] = {}  # reader node -> the constant map added to its output
         self.orphaned = False  # a computed input was replaced by a constant: its nodes may be unused
         self.consumer_nodes = {sl.node for g in analysis.all_groups for sl in g.consumers}
-        self.norm_pads: dict[str, np.ndarray] = {}  # LayerNormalization -> its removed inputs' values
+        # LayerNormalization -> its removed inputs' constants, and their (P, H, W) maps or None
+        self.norm_pads: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     # ----- helpers -------------------------------------------------------------------------
     def keep(self, tensor: str) -> np.ndarray:
@@ -415,9 +416,9 @@ class _Surgery:
             parts, maps, offset = [], {}, 0
             # A Transpose keeps the maps when height and width stay in order (NCHW <-> NHWC too).
             perm = list(node.attrs.get("perm", ())) if node.op == "Transpose" else []
-            transposes = perm[2:] == [2, 3] or perm in ([0, 2, 3, 1], [0, 3, 1, 2])
-            out_hw = self.spatial(self.a.tensor(out_name), channels_last=transposes)
-            moves_nothing = node.op in _MAP_KEEPING or transposes
+            nhwc = perm in ([0, 2, 3, 1], [0, 3, 1, 2])
+            out_hw = self.spatial(self.a.tensor(out_name), channels_last=nhwc)
+            moves_nothing = node.op in _MAP_KEEPING or perm[2:] == [2, 3] or nhwc
             for source, positions in segments:
                 if source is None:
                     parts.append(np.asarray(positions, dtype=np.float64))
@@ -425,7 +426,7 @@ class _Surgery:
                     tensor = self.a.tensor(source)
                     parts.append(self.value(tensor)[positions])
                     source_maps = self.maps.get(source, {})
-                    same_size = out_hw is not None and self.spatial(tensor, channels_last=transposes) == out_hw and moves_nothing
+                    same_size = out_hw is not None and self.spatial(tensor, channels_last=nhwc) == out_hw and moves_nothing
                     for i, p in enumerate(np.asarray(positions).tolist()):
                         if p in source_maps:
                             if same_size and exact_nonzero:
@@ -487,6 +488,7 @@ class _Surgery:
             planes = None
             if has_map.any() and self.exact_borders and hw is not None:
                 planes = self.planes(x, gone, hw)
+                planes[~np.isfinite(planes)] = 0.0  # the varying ones (approximate)
             elif has_map.any():
                 vals = vals.copy()
                 vals[has_map] = [constant_maps.interior(maps[p][None])[0] for p in gone[has_map].tolist()]
@@ -737,7 +739,10 @@ class _Surgery:
         kept, m = int(self.keep(x.name).sum()), len(vals)
         rank = len(self.a.shape(x))
         dtype = node.inputs[1].values.dtype
-        name = lambda base: self.a.unique_name(f"{node.name}_{base}")  # noqa: E731
+
+        def name(base: str) -> str:
+            return self.a.unique_name(f"{node.name}_{base}")
+
         shape = [*x.shape[:-1], kept + m] if x.shape is not None else None
         pads = np.zeros(2 * rank, dtype=np.int64)
         pads[2 * rank - 1] = m
