@@ -527,6 +527,21 @@ def test_channels_pass_a_layer_norm_over_them_when_padded_back_in(case, exact_bo
         assert report["verification"]["status"] == "passed"
 
 
+def test_analyze_groups_the_stream_as_prune_pad_layer_norms_does(tmp_path, capsys):
+    import json
+
+    from onnxprune import cli
+
+    path = tmp_path / "convnext_block.onnx"
+    onnx.save(T.export_module(_module(ConvNeXtBlock), (1, 3, 12, 12), ("logits",)), path)
+    pins = {}
+    for flags in ((), ("--pad-layer-norms",)):
+        assert cli.main(["analyze", str(path), "--json", *flags]) == 0
+        groups = json.loads(capsys.readouterr().out)["groups"]
+        pins[flags] = next(g["pinned_by"] for g in groups if "/stem/Conv" in g["producers"])
+    assert any("--pad-layer-norms" in r for r in pins[()]) and pins[("--pad-layer-norms",)] == []
+
+
 def test_a_matmul_bias_is_added_once_to_a_constant_feature():
     """MatMul + Add (a Linear layer as some exporters write it): a zero column's feature holds the
     Add's bias, once; folded into the next layer's bias, the outputs stay the same."""
