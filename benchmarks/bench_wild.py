@@ -2,9 +2,9 @@
 
 Exports torchvision classifiers, detectors and segmenters, timm's GhostNet and ultralytics YOLOs
 (random init, BatchNorm statistics and LayerNorm scales and biases drawn at random so folds are not
-trivially zero; TorchScript
-exporter, opset 17), plants all-zero filters in a quarter of the classes of every prunable conv
-(or pointwise MatMul) group, prunes at threshold 0 and reports, per model:
+trivially zero; TorchScript exporter, opset 17), plants all-zero filters in a quarter of the
+classes of every prunable conv (or pointwise MatMul) group, prunes at threshold 0 and reports, per
+model:
 
 - share: the conv output channels whose groups can be pruned (a depthwise conv's channels are
   its input's, and a conv whose channels are a graph output is not counted: they are the model's
