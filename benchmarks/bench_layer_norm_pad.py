@@ -8,8 +8,9 @@ random, as `bench_wild.py` does), a share of the classes of every prunable group
 all-zero filters (biases kept, so removed channels hold constants) and zero norm scales, pruned
 at threshold 0 with `pad_layer_norms` and `exact_borders`. The shrunk variant is that model with
 each norm's Pad, Add, Gathers and Slice taken out and its scale and bias cut to the kept
-channels. Reports each variant's deviation from the unpruned model on seeded inputs (relative to
-the output's magnitude) and their latency in onnxruntime, timed side by side (`onnxprune.bench`).
+channels. Reports each variant's deviation from the unpruned model as prune's verification
+measures it (seeded probe inputs, relative to each output's magnitude) and their latency in
+onnxruntime, timed side by side (`onnxprune.bench`).
 
     .venv/bin/pip install -c constraints.txt --no-build-isolation '.[bench]'
     .venv/bin/python -P benchmarks/bench_layer_norm_pad.py [--share 0.25] [--runs 50]
@@ -63,26 +64,13 @@ def shrink_norms(padded: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def deviation(reference: str, model: str, runs: int = 2) -> float:
-    """The largest |difference| of the outputs over seeded inputs, relative to the largest |output|."""
-    import onnxruntime as ort
-
-    a, b = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (reference, model))
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for _ in range(runs):
-        x = rng.standard_normal(a.get_inputs()[0].shape).astype(np.float32)
-        ya, yb = a.run(None, {a.get_inputs()[0].name: x})[0], b.run(None, {b.get_inputs()[0].name: x})[0]
-        worst = max(worst, float(np.abs(ya - yb).max() / np.abs(ya).max()))
-    return worst
-
-
 def main() -> int:
     import torch
 
     import onnxprune
     from onnxprune.bench import bench, format_bench
     from onnxprune.channel_groups import analyze_channels
+    from onnxprune.verify import probe_reference, verify_pruned
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--share", type=float, default=0.25, help="share of each prunable group's classes planted")
@@ -104,7 +92,9 @@ def main() -> int:
         shrunk = shrink_norms(report["model"])
         onnx.checker.check_model(shrunk, full_check=True)
         onnx.save(shrunk, paths["shrunk"])
-        deviations = {name: deviation(paths["unpruned"], p) for name, p in paths.items() if name != "unpruned"}
+        reference = probe_reference(model)  # prune's own check: seeded probes, relative deviation
+        deviations = {name: verify_pruned(reference, onnx.load(p), keep={}, expect_exact=False).max_deviation
+                      for name, p in paths.items() if name != "unpruned"}  # fmt: skip
         timing = bench(list(paths.values()), provider="cpu", runs=args.runs)
     print(f"planted {planted} classes ({args.share:g} of each group), removed {removal}")
     print(format_bench(timing))

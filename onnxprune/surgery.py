@@ -291,7 +291,7 @@ class _Surgery:
             return None
         delta = constant_maps.conv2d(self.planes(x, positions, in_hw), np.take(w, positions, axis=1), *geometry, out_hw)
         if self.exact_borders and not constant_maps.uniform(delta):
-            self._add_map(node, delta.astype(w.dtype))
+            self._add_map(node, *constant_maps.compress(delta.astype(w.dtype)))
             return "folded"
         bias = self._bias(node, 0, create=True)
         bias += constant_maps.interior(delta).reshape(bias.shape).astype(bias.dtype)
@@ -313,14 +313,14 @@ class _Surgery:
             return False  # fmt: skip
         grid = np.einsum("k,koab->oab", vals, np.take(w, positions, axis=0).astype(np.float64))
         rows, cols = np.arange(out_hw[0]) % kernel[0], np.arange(out_hw[1]) % kernel[1]
-        self._add_map(node, grid.astype(w.dtype), (grid.astype(w.dtype), rows, cols))
+        self._add_map(node, grid.astype(w.dtype), rows, cols)
         return True
 
-    def _add_map(self, node: gs.Node, delta: np.ndarray, compressed: tuple | None = None) -> None:
-        """Insert `output = reader output + delta` (delta stored compressed, expanded by Gathers)
-        right after `node`; the output keeps its name, so nothing downstream changes."""
+    def _add_map(self, node: gs.Node, grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Insert `output = reader output + map` right after `node`, the (O, H, W) map stored as
+        its run-compressed `grid` and expanded by Gathers along `rows` and `cols`; the output
+        keeps its name, so nothing downstream changes."""
         y = node.outputs[0]
-        grid, rows, cols = compressed if compressed is not None else constant_maps.compress(delta)
         const, added, current = self._gathered(self.a.unique_name(f"{node.name}_constant_map"), grid[None], rows, cols, (2, 3), y.dtype)
         raw = gs.Variable(self.a.unique_name(f"{y.name}_before_constant_map"), dtype=y.dtype)
         node.outputs[0] = raw
@@ -432,9 +432,8 @@ class _Surgery:
                             if same_size and exact_nonzero:
                                 maps[offset + i] = source_maps[p]
                             elif node.op in ("GlobalAveragePool", "GlobalMaxPool"):
-                                reduce = np.mean if node.op == "GlobalAveragePool" else np.max
                                 parts[-1] = parts[-1].copy()
-                                parts[-1][i] = reduce(source_maps[p])
+                                parts[-1][i] = _REDUCE_MAP["ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"](source_maps[p])
                 offset += len(parts[-1])
             v = np.concatenate(parts) if parts else np.zeros(0)
             if not exact_nonzero:

@@ -73,7 +73,8 @@ def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
     axis = int(node.attrs.get("axis", -1))
     axis = axis + rank if rank is not None and axis < 0 else axis
     params = [t for t in node.inputs[1:3] if t.name]
-    if rank is not None and a.axis(x) == axis == rank - 1 and a.pad_layer_norms:
+    over_channels = rank is not None and a.axis(x) == axis == rank - 1  # the channels alone
+    if over_channels and a.pad_layer_norms:
         if any(a.constant(t) is None or a.shape(t) != (len(lx),) for t in params):
             a.pin(lx, f"LayerNormalization {node.name} has a computed or broadcast scale or bias")
         elif any(t.name and t.outputs for t in node.outputs[1:]):
@@ -85,10 +86,12 @@ def _layer_norm(a: ChannelAnalysis, node: gs.Node) -> None:
             a.add_value_step(node, "layer_norm", (x.name,))
             a.set_layout(y, lx, a.axis(x))
             return
+    elif over_channels:
+        a.pin(lx, f"LayerNormalization {node.name} normalizes over the channels (their mean and variance reach every output; "
+                  "prune --pad-layer-norms pads removed channels back in before it)")  # fmt: skip
     elif rank is None or a.axis(x) >= axis:
-        over = "the channels" if rank is not None and a.axis(x) == axis == rank - 1 else f"axes {axis}.. with the channels"
-        hint = "; prune --pad-layer-norms pads removed channels back in before it" if over == "the channels" else ""
-        a.pin(lx, f"LayerNormalization {node.name} normalizes over {over} (their mean and variance reach every output{hint})")
+        a.pin(lx, f"LayerNormalization {node.name} normalizes over axes {axis}.. with the channels "
+                  "(their mean and variance reach every output)")  # fmt: skip
     else:
         a.pin(lx, f"LayerNormalization {node.name} normalizes over axes {axis}.. and has no rule for the channels it keeps")
     a.set_layout(y, lx, a.axis(x))
